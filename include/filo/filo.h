@@ -1,0 +1,16 @@
+/* filo: a GPU-first deep-learning library. One header for all of the public API. */
+#ifndef FILO_H
+#define FILO_H
+
+#include "filo/status.h"
+#include "filo/dtype.h"
+#include "filo/device.h"
+#include "filo/alloc.h"
+#include "filo/rng.h"
+#include "filo/tensor.h"
+
+#define FILO_VERSION_MAJOR 0
+#define FILO_VERSION_MINOR 1
+#define FILO_VERSION_PATCH 0
+
+#endif
