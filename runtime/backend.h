@@ -77,4 +77,13 @@ filo_status filo_cuda_check_launch(const char *where);
 #ifdef __cplusplus
 }
 #endif
+
+/* Wraps a call into CUDA kernel code (a .cu launcher), which a build without CUDA does not
+ * compile: there the call becomes an error, and device checks keep it unreachable anyway. */
+#ifdef FILO_HAVE_CUDA
+#define FILO_CUDA_CALL(call) (call)
+#else
+#define FILO_CUDA_CALL(call) filo_error_set(FILO_ERR_DEVICE, __func__, "this build of filo has no CUDA backend")
+#endif
+
 #endif

@@ -279,7 +279,7 @@ static filo_status copy_same_device(filo_tensor *dst, const filo_tensor *src)
     if (d.dst_dtype == d.src_dtype && d.ndim <= 1 && (d.ndim == 0 || (d.dst_strides[0] == 1 && d.src_strides[0] == 1)))
         return filo_cuda_memcpy_async(dst->device.index, d.dst, d.src, (size_t)d.numel * filo_dtype_size(d.dst_dtype),
                                       FILO_COPY_D2D, stream);
-    return filo_cuda_strided_copy(&d, stream);
+    return FILO_CUDA_CALL(filo_cuda_strided_copy(&d, stream));
 }
 
 /* ---- host transfers ---- */
@@ -432,7 +432,7 @@ filo_status filo_tensor_fill(filo_tensor *t, double value)
     }
     void *stream;
     FILO_TRY(current_native(t->device, &stream));
-    return filo_cuda_fill(&d, pattern, stream);
+    return FILO_CUDA_CALL(filo_cuda_fill(&d, pattern, stream));
 }
 
 static filo_status draw(filo_tensor *t, filo_generator *gen, filo_draw_kind kind, double a, double b, const char *where)
@@ -456,7 +456,7 @@ static filo_status draw(filo_tensor *t, filo_generator *gen, filo_draw_kind kind
     }
     void *stream;
     FILO_TRY(current_native(t->device, &stream));
-    return filo_cuda_draw(&d, &r, stream);
+    return FILO_CUDA_CALL(filo_cuda_draw(&d, &r, stream));
 }
 
 filo_status filo_tensor_uniform(filo_tensor *t, filo_generator *gen, double low, double high)
