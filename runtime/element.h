@@ -9,7 +9,7 @@
 
 #include "filo/dtype.h"
 
-#if defined(__CUDACC__) || defined(FILO_CUDA_EMULATION)
+#if defined(__CUDACC__) || (defined(FILO_CUDA_EMULATION) && defined(__cplusplus))
 #define FILO_HD static inline __host__ __device__
 #else
 #define FILO_HD static inline
