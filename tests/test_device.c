@@ -1,6 +1,7 @@
 /* Devices, streams and events. */
 #include <string.h>
 
+#include "backend.h"
 #include "filo_test.h"
 
 Test(device, parse_and_format)
@@ -102,4 +103,43 @@ Test(device, errors)
     cr_assert_str_eq(filo_status_name(FILO_ERR_OOM), "FILO_ERR_OOM");
     filo_error_clear();
     cr_assert_str_eq(filo_last_error(), "");
+}
+
+/* The library handles of a CUDA device are created on first use and then reused. */
+Test(device, library_handles_are_lazy_and_cached)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    for (int b = 0; b < nb; b++) {
+        if (devs[b].type != FILO_DEVICE_CUDA)
+            continue;
+        void *lt1, *lt2, *dnn;
+        filo_stream *s;
+        FILO_CHECK(filo_stream_default(devs[b], &s));
+        FILO_CHECK(filo_cuda_blaslt_handle(devs[b].index, &lt1));
+        FILO_CHECK(filo_cuda_blaslt_handle(devs[b].index, &lt2));
+        FILO_CHECK(filo_cuda_dnn_handle(devs[b].index, filo_stream_native(s), &dnn));
+        cr_assert(lt1 != NULL && lt1 == lt2 && dnn != NULL, "handles on %s", filo_test_backend_name(devs[b]));
+    }
+}
+
+/* Asking a device for more than it has gives FILO_ERR_OOM with the allocator's numbers. */
+Test(device, out_of_memory_is_an_error_with_stats)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    for (int b = 0; b < nb; b++) {
+        if (devs[b].type != FILO_DEVICE_CUDA)
+            continue;
+        filo_device_info info;
+        FILO_CHECK(filo_device_info_get(devs[b], &info));
+        int64_t shape[1] = {(int64_t)(info.total_memory / 4) * 2}; /* twice the device's memory in f32 */
+        filo_tensor *t;
+        FILO_CHECK_FAILS(filo_tensor_empty(devs[b], FILO_F32, 1, shape, &t), FILO_ERR_OOM, "reserved");
+        cr_log_info("%s OOM message: %s", filo_test_backend_name(devs[b]), filo_last_error());
+        /* the device still works afterwards */
+        int64_t small[1] = {16};
+        FILO_CHECK(filo_tensor_zeros(devs[b], FILO_F32, 1, small, &t));
+        filo_tensor_free(t);
+    }
 }

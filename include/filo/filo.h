@@ -8,6 +8,7 @@
 #include "filo/alloc.h"
 #include "filo/rng.h"
 #include "filo/tensor.h"
+#include "filo/elementwise.h"
 
 #define FILO_VERSION_MAJOR 0
 #define FILO_VERSION_MINOR 1
