@@ -1,0 +1,162 @@
+/* CPU reductions and softmax: the references for kernels/cuda/reduce.cu.
+ *
+ * Each output gathers its reduced values (converted to the accumulation type: double for f64,
+ * float otherwise) into a scratch row, then reduces the row. Sums are pairwise, like the GPU's
+ * tree, so f32 sums of long rows keep their precision; variance is two-pass. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "element.h"
+#include "error.h"
+#include "reduce_backend.h"
+
+/* Rows up to this length are summed left to right; longer ones split in halves. */
+#define PAIRWISE_BLOCK 8
+
+/* Defines the row routines for one accumulation type ACC with suffix SFX. */
+#define DEFINE_ROW_OPS(ACC, SFX, EXP, LOG)                                                          \
+    static ACC row_sum_##SFX(const ACC *v, int64_t n)                                               \
+    {                                                                                               \
+        if (n <= PAIRWISE_BLOCK) {                                                                  \
+            ACC s = 0;                                                                              \
+            for (int64_t i = 0; i < n; i++)                                                         \
+                s += v[i];                                                                          \
+            return s;                                                                               \
+        }                                                                                           \
+        int64_t h = n / 2;                                                                          \
+        return row_sum_##SFX(v, h) + row_sum_##SFX(v + h, n - h);                                   \
+    }                                                                                               \
+                                                                                                    \
+    /* NaN wins, as in PyTorch; otherwise the first maximum (sign < 0: minimum). */                 \
+    static int64_t row_arg_extreme_##SFX(const ACC *v, int64_t n, int sign)                         \
+    {                                                                                               \
+        int64_t best = 0;                                                                           \
+        for (int64_t i = 1; i < n && !isnan(v[best]); i++)                                          \
+            if (isnan(v[i]) || (sign > 0 ? v[i] > v[best] : v[i] < v[best]))                        \
+                best = i;                                                                           \
+        return best;                                                                                \
+    }                                                                                               \
+                                                                                                    \
+    static ACC row_reduce_##SFX(filo_reduce_kind kind, ACC *v, int64_t n, int correction)           \
+    {                                                                                               \
+        switch (kind) {                                                                             \
+        case FILO_RK_SUM: return row_sum_##SFX(v, n);                                               \
+        case FILO_RK_MEAN: return row_sum_##SFX(v, n) / (ACC)n;                                     \
+        case FILO_RK_MAX: return v[row_arg_extreme_##SFX(v, n, 1)];                                 \
+        case FILO_RK_MIN: return v[row_arg_extreme_##SFX(v, n, -1)];                                \
+        case FILO_RK_ARGMAX: return (ACC)0;                                                         \
+        case FILO_RK_VAR: {                                                                         \
+            ACC mean = row_sum_##SFX(v, n) / (ACC)n;                                                \
+            for (int64_t i = 0; i < n; i++)                                                         \
+                v[i] = (v[i] - mean) * (v[i] - mean);                                               \
+            int64_t dof = n - correction > 0 ? n - correction : 0;                                  \
+            return row_sum_##SFX(v, n) / (ACC)dof;                                                  \
+        }                                                                                           \
+        }                                                                                           \
+        return (ACC)0;                                                                              \
+    }                                                                                               \
+                                                                                                    \
+    /* v holds the row on entry and exp(v - max) on return (for the write). */                      \
+    static void row_softmax_##SFX(ACC *v, int64_t n, int log_out, ACC *shift, ACC *scale)          \
+    {                                                                                               \
+        ACC m = v[0];                                                                               \
+        for (int64_t i = 1; i < n; i++)                                                             \
+            m = v[i] > m ? v[i] : m;                                                                \
+        for (int64_t i = 0; i < n; i++)                                                             \
+            v[i] = EXP(v[i] - m);                                                                   \
+        ACC s = row_sum_##SFX(v, n);                                                                \
+        *shift = m;                                                                                 \
+        *scale = log_out ? LOG(s) : (ACC)1 / s;                                                     \
+    }
+
+DEFINE_ROW_OPS(float, f, expf, logf)
+DEFINE_ROW_OPS(double, d, exp, log)
+
+static void gather_f(const char *x, filo_dtype dt, int64_t start, int64_t n, int64_t stride, float *v)
+{
+    size_t es = filo_dtype_size(dt);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (float)filo_el_load_f(x + (start + i * stride) * (int64_t)es, dt);
+}
+
+static void gather_d(const char *x, filo_dtype dt, int64_t start, int64_t n, int64_t stride, double *v)
+{
+    size_t es = filo_dtype_size(dt);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = filo_el_load_f(x + (start + i * stride) * (int64_t)es, dt);
+}
+
+filo_status filo_cpu_reduce(const filo_reduce_desc *d)
+{
+    int dbl = d->dtype == FILO_F64;
+    int64_t n = d->extent;
+    void *scratch = malloc((size_t)(n > 0 ? n : 1) * (dbl ? sizeof(double) : sizeof(float)));
+    if (!scratch)
+        return FILO_FAIL(FILO_ERR_OOM, "no host memory for a row of %lld values", (long long)n);
+    const char *x = d->x;
+    char *out = d->out;
+    size_t es = filo_dtype_size(d->dtype);
+    for (int64_t o = 0; o < d->outer; o++) {
+        for (int64_t i = 0; i < d->inner; i++) {
+            int64_t start = o * n * d->inner + i, k = o * d->inner + i;
+            if (d->kind == FILO_RK_ARGMAX) {
+                int64_t best;
+                if (dbl) {
+                    gather_d(x, d->dtype, start, n, d->inner, scratch);
+                    best = row_arg_extreme_d(scratch, n, 1);
+                } else {
+                    gather_f(x, d->dtype, start, n, d->inner, scratch);
+                    best = row_arg_extreme_f(scratch, n, 1);
+                }
+                ((int64_t *)out)[k] = best;
+                continue;
+            }
+            double r;
+            if (dbl) {
+                gather_d(x, d->dtype, start, n, d->inner, scratch);
+                r = row_reduce_d(d->kind, scratch, n, d->correction);
+            } else {
+                gather_f(x, d->dtype, start, n, d->inner, scratch);
+                r = row_reduce_f(d->kind, scratch, n, d->correction);
+            }
+            filo_el_store_f(out + k * (int64_t)es, d->dtype, r);
+        }
+    }
+    free(scratch);
+    return FILO_OK;
+}
+
+filo_status filo_cpu_softmax(const filo_softmax_desc *d)
+{
+    int dbl = d->dtype == FILO_F64;
+    int64_t n = d->cols;
+    void *scratch = malloc((size_t)n * (dbl ? sizeof(double) : sizeof(float)));
+    if (!scratch)
+        return FILO_FAIL(FILO_ERR_OOM, "no host memory for a row of %lld values", (long long)n);
+    size_t es = filo_dtype_size(d->dtype);
+    const char *x = d->x;
+    char *out = d->out;
+    for (int64_t r = 0; r < d->rows; r++) {
+        char *y = out + r * n * (int64_t)es;
+        if (dbl) {
+            double *v = scratch, shift, scale;
+            gather_d(x, d->dtype, r * n, n, 1, v);
+            row_softmax_d(v, n, d->log, &shift, &scale);
+            for (int64_t i = 0; i < n; i++) {
+                double xi = filo_el_load_f(x + (r * n + i) * (int64_t)es, d->dtype);
+                filo_el_store_f(y + i * (int64_t)es, d->dtype, d->log ? (xi - shift) - scale : v[i] * scale);
+            }
+        } else {
+            float *v = scratch, shift, scale;
+            gather_f(x, d->dtype, r * n, n, 1, v);
+            row_softmax_f(v, n, d->log, &shift, &scale);
+            for (int64_t i = 0; i < n; i++) {
+                float xi = (float)filo_el_load_f(x + (r * n + i) * (int64_t)es, d->dtype);
+                filo_el_store_f(y + i * (int64_t)es, d->dtype, d->log ? (xi - shift) - scale : v[i] * scale);
+            }
+        }
+    }
+    free(scratch);
+    return FILO_OK;
+}
