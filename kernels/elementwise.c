@@ -140,7 +140,7 @@ static filo_status launch(const filo_ew_desc *d, filo_device device)
     }
     filo_stream *stream;
     FILO_TRY(filo_stream_current(device, &stream));
-    return filo_cuda_elementwise(d, stream->native);
+    return FILO_CUDA_CALL(filo_cuda_elementwise(d, stream->native));
 }
 
 /* Allocates the output of a broadcast op over `in` and runs it. */
@@ -271,7 +271,7 @@ filo_status filo_arange(filo_device device, filo_dtype dtype, double start, doub
         filo_stream *stream;
         s = filo_stream_current(device, &stream);
         if (s == FILO_OK)
-            s = filo_cuda_arange(filo_tensor_data(r), dtype, n, start, step, stream->native);
+            s = FILO_CUDA_CALL(filo_cuda_arange(filo_tensor_data(r), dtype, n, start, step, stream->native));
     }
     if (s != FILO_OK) {
         filo_tensor_free(r);
@@ -353,7 +353,7 @@ filo_status filo_one_hot(const filo_tensor *indices, int64_t num_classes, filo_d
         if (s == FILO_OK)
             s = filo_cuda_memset_async(r->device.index, d.out, 0, bytes, stream->native);
         if (s == FILO_OK)
-            s = filo_cuda_one_hot(&d, stream->native);
+            s = FILO_CUDA_CALL(filo_cuda_one_hot(&d, stream->native));
         if (s != FILO_OK)
             s = filo_error_wrap(s, __func__);
     }

@@ -295,7 +295,8 @@ filo_status filo_tensor_from_host(filo_device device, filo_dtype dtype, int ndim
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "data is NULL");
     }
     if (device.type == FILO_DEVICE_CPU) {
-        memcpy(filo_tensor_data(t), data, bytes);
+        if (bytes > 0)
+            memcpy(filo_tensor_data(t), data, bytes);
         *out = t;
         return FILO_OK;
     }

@@ -9,6 +9,8 @@
 #include "filo/rng.h"
 #include "filo/tensor.h"
 #include "filo/elementwise.h"
+#include "filo/reduce.h"
+#include "filo/norm.h"
 
 #define FILO_VERSION_MAJOR 0
 #define FILO_VERSION_MINOR 1
