@@ -296,21 +296,6 @@ Test(norm, one_dim_and_empty)
 
 /* ---- finite differences (f64, every backend) ---- */
 
-static filo_tensor *upload(filo_device d, int ndim, const int64_t *shape, const double *v)
-{
-    filo_tensor *t;
-    FILO_CHECK(filo_tensor_from_host(d, FILO_F64, ndim, shape, v, &t));
-    return t;
-}
-
-static double *download(const filo_tensor *t)
-{
-    int64_t n = filo_tensor_numel(t);
-    double *v = malloc(sizeof(double) * (size_t)(n + 1));
-    FILO_CHECK(filo_tensor_to_host(t, v, sizeof(double) * (size_t)n));
-    return v;
-}
-
 enum { FD_X, FD_RES, FD_GAMMA, FD_BETA, FD_COUNT };
 
 /* sum(y * w) for the current values of the inputs. */
@@ -320,15 +305,15 @@ static double loss(filo_device d, int rms, int ndim, const int64_t *shape, doubl
     int64_t C = shape[ndim - 1], n = 1;
     for (int i = 0; i < ndim; i++)
         n *= shape[i];
-    filo_tensor *x = upload(d, ndim, shape, v[FD_X]);
-    filo_tensor *res = residual ? upload(d, ndim, shape, v[FD_RES]) : NULL;
-    filo_tensor *g = upload(d, 1, &C, v[FD_GAMMA]), *b = upload(d, 1, &C, v[FD_BETA]);
+    filo_tensor *x = filo_test_upload(d, FILO_F64, ndim, shape, v[FD_X]);
+    filo_tensor *res = residual ? filo_test_upload(d, FILO_F64, ndim, shape, v[FD_RES]) : NULL;
+    filo_tensor *g = filo_test_upload(d, FILO_F64, 1, &C, v[FD_GAMMA]), *b = filo_test_upload(d, FILO_F64, 1, &C, v[FD_BETA]);
     filo_tensor *y, *h = NULL, *mean = NULL, *rstd;
     if (rms)
         FILO_CHECK(filo_rmsnorm_forward(x, res, g, EPS, &y, residual ? &h : NULL, &rstd));
     else
         FILO_CHECK(filo_layernorm_forward(x, res, g, b, EPS, &y, residual ? &h : NULL, &mean, &rstd));
-    double *yv = download(y), l = 0;
+    double *yv = filo_test_download(y), l = 0;
     for (int64_t i = 0; i < n; i++)
         l += yv[i] * w[i];
     free(yv);
@@ -351,8 +336,8 @@ static void gradient_check(filo_device d, int rms, int residual)
     filo_test_fill_random(w, n, 99, -1.0, 1.0);
 
     /* Analytic: forward, then backward with dy = w on the saved h (or x). */
-    filo_tensor *x = upload(d, ndim, shape, v[FD_X]), *res = residual ? upload(d, ndim, shape, v[FD_RES]) : NULL;
-    filo_tensor *g = upload(d, 1, &C, v[FD_GAMMA]), *b = upload(d, 1, &C, v[FD_BETA]), *dy = upload(d, ndim, shape, w);
+    filo_tensor *x = filo_test_upload(d, FILO_F64, ndim, shape, v[FD_X]), *res = residual ? filo_test_upload(d, FILO_F64, ndim, shape, v[FD_RES]) : NULL;
+    filo_tensor *g = filo_test_upload(d, FILO_F64, 1, &C, v[FD_GAMMA]), *b = filo_test_upload(d, FILO_F64, 1, &C, v[FD_BETA]), *dy = filo_test_upload(d, FILO_F64, ndim, shape, w);
     filo_tensor *y, *h = NULL, *mean = NULL, *rstd, *dx, *dg, *db = NULL;
     if (rms) {
         FILO_CHECK(filo_rmsnorm_forward(x, res, g, EPS, &y, residual ? &h : NULL, &rstd));
@@ -361,7 +346,7 @@ static void gradient_check(filo_device d, int rms, int residual)
         FILO_CHECK(filo_layernorm_forward(x, res, g, b, EPS, &y, residual ? &h : NULL, &mean, &rstd));
         FILO_CHECK(filo_layernorm_backward(dy, residual ? h : x, mean, rstd, g, &dx, &dg, &db));
     }
-    double *analytic[FD_COUNT] = {download(dx), NULL, download(dg), rms ? NULL : download(db)};
+    double *analytic[FD_COUNT] = {filo_test_download(dx), NULL, filo_test_download(dg), rms ? NULL : filo_test_download(db)};
     analytic[FD_RES] = analytic[FD_X]; /* d(residual) = dx */
 
     const double step = 1e-6;
@@ -427,7 +412,7 @@ Test(norm, backward_bitwise_deterministic)
             const int64_t *shapes[5] = {shape, shape, shape, shape, &C};
             const int ndims[5] = {2, 2, 1, 1, 1};
             for (int k = 0; k < 5; k++) {
-                filo_tensor *t64 = upload(devs[b], ndims[k], shapes[k], src[k]);
+                filo_tensor *t64 = filo_test_upload(devs[b], FILO_F64, ndims[k], shapes[k], src[k]);
                 FILO_CHECK(filo_tensor_empty(devs[b], FILO_F32, ndims[k], shapes[k], &in[k]));
                 FILO_CHECK(filo_tensor_copy(in[k], t64));
                 filo_tensor_free(t64);

@@ -153,27 +153,6 @@ Test(reduce, var_unbiased_parity) { red_parity(K_VAR1); }
 
 /* ---- helpers for the direct tests ---- */
 
-static filo_tensor *upload(filo_device dev, filo_dtype dt, int ndim, const int64_t *shape, const double *v)
-{
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++)
-        n *= shape[i];
-    void *host = malloc((size_t)(n + 1) * 8);
-    FILO_CHECK(filo_convert(v, FILO_F64, host, dt, (size_t)n));
-    filo_tensor *t;
-    FILO_CHECK(filo_tensor_from_host(dev, dt, ndim, shape, host, &t));
-    free(host);
-    return t;
-}
-
-static double *download(const filo_tensor *t)
-{
-    int64_t n = filo_tensor_numel(t);
-    double *v = malloc(sizeof(double) * (size_t)(n + 1));
-    FILO_CHECK(filo_tensor_to_host_as(t, FILO_F64, v, sizeof(double) * (size_t)n));
-    return v;
-}
-
 static void check_shape(const filo_tensor *t, int ndim, const int64_t *shape)
 {
     cr_assert_eq(t->ndim, ndim, "ndim %d, want %d", t->ndim, ndim);
@@ -186,7 +165,7 @@ Test(reduce, output_shapes_with_and_without_keepdim)
     int64_t shape[3] = {7, 33, 5};
     double v[7 * 33 * 5];
     filo_test_fill_random(v, 7 * 33 * 5, 3, -1, 1);
-    filo_tensor *x = upload(filo_cpu(), FILO_F32, 3, shape, v), *y;
+    filo_tensor *x = filo_test_upload(filo_cpu(), FILO_F32, 3, shape, v), *y;
     FILO_CHECK(filo_reduce(FILO_REDUCE_SUM, x, 1, 0, &y));
     check_shape(y, 2, (int64_t[]){7, 5});
     filo_tensor_free(y);
@@ -287,9 +266,9 @@ Test(reduce, softmax_rows_sum_to_one)
     filo_test_fill_random(v, n, 9, -80, 80);
     for (int b = 0; b < nb; b++)
         for (int di = 0; di < 2; di++) {
-            filo_tensor *x = upload(devs[b], float_dtypes[di], 2, shape, v), *y;
+            filo_tensor *x = filo_test_upload(devs[b], float_dtypes[di], 2, shape, v), *y;
             FILO_CHECK(filo_softmax(x, &y));
-            double *p = download(y);
+            double *p = filo_test_download(y);
             for (int64_t r = 0; r < shape[0]; r++) {
                 double s = 0;
                 for (int64_t i = 0; i < shape[1]; i++) {
@@ -316,9 +295,9 @@ Test(reduce, softmax_infinite_entries_like_pytorch)
     for (int b = 0; b < nb; b++)
         for (int di = 0; di < 4; di++) {
             for (int log_out = 0; log_out < 2; log_out++) {
-                filo_tensor *x = upload(devs[b], float_dtypes[di], 2, shape, v), *y;
+                filo_tensor *x = filo_test_upload(devs[b], float_dtypes[di], 2, shape, v), *y;
                 FILO_CHECK(log_out ? filo_log_softmax(x, &y) : filo_softmax(x, &y));
-                double *p = download(y);
+                double *p = filo_test_download(y);
                 for (int i = 0; i < 4; i++)
                     cr_assert(isnan(p[i]), "%s: all -inf row gives %g", filo_test_backend_name(devs[b]), p[i]);
                 double want[4] = {0.25, 0, 0.75, 0};
@@ -341,7 +320,7 @@ Test(reduce, softmax_infinite_entries_like_pytorch)
 
 static int64_t argmax_of(filo_device dev, filo_dtype dt, int64_t n, const double *v)
 {
-    filo_tensor *x = upload(dev, dt, 1, (int64_t[]){n}, v), *y;
+    filo_tensor *x = filo_test_upload(dev, dt, 1, (int64_t[]){n}, v), *y;
     FILO_CHECK(filo_argmax(x, 0, 0, &y));
     int64_t r = -1;
     FILO_CHECK(filo_tensor_to_host(y, &r, sizeof r));
@@ -380,10 +359,10 @@ Test(reduce, max_min_propagate_nan)
     filo_device devs[FILO_TEST_MAX_BACKENDS];
     int nb = filo_test_backends(devs);
     for (int b = 0; b < nb; b++) {
-        filo_tensor *x = upload(devs[b], FILO_F32, 2, (int64_t[]){2, 3}, (double[]){1, NAN, 3, 4, 5, 6}), *y;
+        filo_tensor *x = filo_test_upload(devs[b], FILO_F32, 2, (int64_t[]){2, 3}, (double[]){1, NAN, 3, 4, 5, 6}), *y;
         for (int op = FILO_REDUCE_MAX; op <= FILO_REDUCE_MIN; op++) {
             FILO_CHECK(filo_reduce((filo_reduce_op)op, x, 1, 0, &y));
-            double *p = download(y);
+            double *p = filo_test_download(y);
             cr_assert(isnan(p[0]) && p[1] == (op == FILO_REDUCE_MAX ? 6 : 4), "%s: %g %g",
                       filo_test_backend_name(devs[b]), p[0], p[1]);
             free(p);
@@ -415,7 +394,7 @@ Test(reduce, var_is_two_pass_stable)
         for (int corr = 0; corr < 2; corr++)
             for (int dim = 0; dim < 2; dim++) {
                 int d = dim ? 0 : ALL;
-                filo_tensor *x = upload(devs[b], FILO_F32, 1, &n, v), *y;
+                filo_tensor *x = filo_test_upload(devs[b], FILO_F32, 1, &n, v), *y;
                 FILO_CHECK(filo_var(x, d, corr, 0, &y));
                 double got;
                 FILO_CHECK(filo_tensor_to_host_as(y, FILO_F64, &got, sizeof got));
@@ -436,7 +415,7 @@ Test(reduce, all_axes_reduction_is_deterministic)
     double *v = malloc(sizeof(double) * (size_t)n);
     filo_test_fill_random(v, n, 21, -1, 1);
     for (int b = 0; b < nb; b++) {
-        filo_tensor *x = upload(devs[b], FILO_F32, 1, &n, v);
+        filo_tensor *x = filo_test_upload(devs[b], FILO_F32, 1, &n, v);
         float first = 0;
         for (int rep = 0; rep < 3; rep++) {
             filo_tensor *y;
@@ -464,23 +443,23 @@ Test(reduce, empty_reductions)
         filo_tensor *x, *y;
         FILO_CHECK(filo_tensor_empty(devs[b], FILO_F32, 2, (int64_t[]){3, 0}, &x));
         FILO_CHECK(filo_reduce(FILO_REDUCE_SUM, x, 1, 0, &y));
-        double *p = download(y);
+        double *p = filo_test_download(y);
         cr_assert(p[0] == 0 && p[1] == 0 && p[2] == 0, "empty sum is 0");
         free(p);
         filo_tensor_free(y);
         FILO_CHECK(filo_reduce(FILO_REDUCE_MEAN, x, 1, 1, &y));
         check_shape(y, 2, (int64_t[]){3, 1});
-        p = download(y);
+        p = filo_test_download(y);
         cr_assert(isnan(p[0]) && isnan(p[2]), "empty mean is NaN");
         free(p);
         filo_tensor_free(y);
         FILO_CHECK(filo_var(x, ALL, 0, 0, &y));
-        p = download(y);
+        p = filo_test_download(y);
         cr_assert(isnan(p[0]), "empty var is NaN");
         free(p);
         filo_tensor_free(y);
         FILO_CHECK(filo_reduce(FILO_REDUCE_SUM, x, ALL, 0, &y));
-        p = download(y);
+        p = filo_test_download(y);
         cr_assert(p[0] == 0, "empty sum over all axes is 0");
         free(p);
         filo_tensor_free(y);
@@ -497,9 +476,9 @@ Test(reduce, empty_reductions)
         FILO_CHECK_FAILS(filo_argmax(x, ALL, 0, &y), FILO_ERR_SHAPE, "empty tensor f32[3, 0]");
         filo_tensor_free(x);
         /* One element, unbiased: 0 / 0. */
-        x = upload(devs[b], FILO_F32, 1, (int64_t[]){1}, (double[]){2});
+        x = filo_test_upload(devs[b], FILO_F32, 1, (int64_t[]){1}, (double[]){2});
         FILO_CHECK(filo_var(x, 0, 1, 0, &y));
-        p = download(y);
+        p = filo_test_download(y);
         cr_assert(isnan(p[0]), "var of one element with correction 1 is NaN");
         free(p);
         filo_tensor_free(y);
@@ -511,7 +490,7 @@ Test(reduce, empty_reductions)
 
 Test(reduce, bad_input_errors)
 {
-    filo_tensor *x = upload(filo_cpu(), FILO_F32, 3, (int64_t[]){7, 33, 5}, (double[7 * 33 * 5]){0}), *y = NULL;
+    filo_tensor *x = filo_test_upload(filo_cpu(), FILO_F32, 3, (int64_t[]){7, 33, 5}, (double[7 * 33 * 5]){0}), *y = NULL;
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_SUM, x, 3, 0, &y), FILO_ERR_SHAPE, "dim 3 out of range for f32[7, 33, 5]");
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_MEAN, x, -4, 1, &y), FILO_ERR_SHAPE, "mean: dim -4 out of range");
     FILO_CHECK_FAILS(filo_argmax(x, 5, 0, &y), FILO_ERR_SHAPE, "argmax: dim 5 out of range for f32[7, 33, 5]");
@@ -525,11 +504,11 @@ Test(reduce, bad_input_errors)
     cr_assert_null(y, "no output on failure");
     filo_tensor_free(x);
 
-    filo_tensor *s = upload(filo_cpu(), FILO_F32, 0, NULL, (double[]){1});
+    filo_tensor *s = filo_test_upload(filo_cpu(), FILO_F32, 0, NULL, (double[]){1});
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_SUM, s, 1, 0, &y), FILO_ERR_SHAPE, "dim 1 out of range for f32[] cpu");
     filo_tensor_free(s);
 
-    filo_tensor *i = upload(filo_cpu(), FILO_I64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
+    filo_tensor *i = filo_test_upload(filo_cpu(), FILO_I64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_SUM, i, 0, 0, &y), FILO_ERR_DTYPE, "sum needs a floating-point tensor");
     FILO_CHECK_FAILS(filo_argmax(i, 0, 0, &y), FILO_ERR_DTYPE, "got i64[2, 3] cpu");
     FILO_CHECK_FAILS(filo_var(i, 0, 0, 0, &y), FILO_ERR_DTYPE, "var needs");

@@ -1,6 +1,7 @@
 #include "filo_test.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 int filo_test_backends(filo_device *out)
 {
@@ -33,4 +34,25 @@ void filo_test_fill_random(double *v, int64_t n, uint64_t seed, double lo, doubl
         double r = lo + (hi - lo) * u;
         v[i] = r == 0.0 ? (hi - lo) * 0.5 + lo + 1e-3 : r;
     }
+}
+
+filo_tensor *filo_test_upload(filo_device device, filo_dtype dtype, int ndim, const int64_t *shape, const double *values)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
+    void *host = malloc((size_t)(n + 1) * 8);
+    FILO_CHECK(filo_convert(values, FILO_F64, host, dtype, (size_t)n));
+    filo_tensor *t;
+    FILO_CHECK(filo_tensor_from_host(device, dtype, ndim, shape, host, &t));
+    free(host);
+    return t;
+}
+
+double *filo_test_download(const filo_tensor *t)
+{
+    int64_t n = filo_tensor_numel(t);
+    double *v = malloc(sizeof(double) * (size_t)(n + 1));
+    FILO_CHECK(filo_tensor_to_host_as(t, FILO_F64, v, sizeof(double) * (size_t)n));
+    return v;
 }

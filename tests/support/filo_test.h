@@ -33,6 +33,11 @@ int filo_test_backends(filo_device *out);
 /* "cpu", "cuda:0" or "cuda:0 (emulated)": tests print it so their output says what ran. */
 const char *filo_test_backend_name(filo_device device);
 
+/* A tensor of `dtype` on `device` holding `values` (doubles converted to dtype). */
+filo_tensor *filo_test_upload(filo_device device, filo_dtype dtype, int ndim, const int64_t *shape, const double *values);
+/* The tensor's elements as doubles in row-major order; the caller frees the array. */
+double *filo_test_download(const filo_tensor *t);
+
 /* Deterministic pseudo-random doubles in [lo, hi), none of them zero. */
 void filo_test_fill_random(double *v, int64_t n, uint64_t seed, double lo, double hi);
 

@@ -44,41 +44,24 @@ static double *make_values(const parity_input *in, uint64_t seed)
 
 static filo_tensor *upload(filo_device dev, const parity_input *in, filo_dtype dtype, const double *values)
 {
-    int64_t n = numel_of(in);
-    void *host = malloc((size_t)(n + 1) * 8);
-    FILO_CHECK(filo_convert(values, FILO_F64, host, dtype, (size_t)n));
-    filo_tensor *t;
-    if (in->transpose_last && in->ndim >= 2) {
-        /* Store the transpose, then view it back: same values, non-contiguous strides. */
-        int64_t tshape[FILO_MAX_DIMS];
-        memcpy(tshape, in->shape, sizeof tshape);
-        tshape[in->ndim - 1] = in->shape[in->ndim - 2];
-        tshape[in->ndim - 2] = in->shape[in->ndim - 1];
-        filo_tensor *plain, *stored;
-        FILO_CHECK(filo_tensor_from_host(dev, dtype, in->ndim, in->shape, host, &plain));
-        FILO_CHECK(filo_tensor_empty(dev, dtype, in->ndim, tshape, &stored));
-        filo_tensor *stored_t;
-        FILO_CHECK(filo_tensor_transpose(stored, -1, -2, &stored_t));
-        FILO_CHECK(filo_tensor_copy(stored_t, plain));
-        t = stored_t;
-        filo_tensor_free(plain);
-        filo_tensor_free(stored);
-    } else {
-        FILO_CHECK(filo_tensor_from_host(dev, dtype, in->ndim, in->shape, host, &t));
-    }
-    free(host);
-    return t;
+    filo_tensor *plain = filo_test_upload(dev, dtype, in->ndim, in->shape, values);
+    if (!in->transpose_last || in->ndim < 2)
+        return plain;
+    /* Store the transpose, then view it back: same values, non-contiguous strides. */
+    int64_t tshape[FILO_MAX_DIMS];
+    memcpy(tshape, in->shape, sizeof tshape);
+    tshape[in->ndim - 1] = in->shape[in->ndim - 2];
+    tshape[in->ndim - 2] = in->shape[in->ndim - 1];
+    filo_tensor *stored, *view;
+    FILO_CHECK(filo_tensor_empty(dev, dtype, in->ndim, tshape, &stored));
+    FILO_CHECK(filo_tensor_transpose(stored, -1, -2, &view));
+    FILO_CHECK(filo_tensor_copy(view, plain));
+    filo_tensor_free(plain);
+    filo_tensor_free(stored);
+    return view;
 }
 
-static double *download(const filo_tensor *t)
-{
-    int64_t n = filo_tensor_numel(t);
-    double *v = malloc(sizeof(double) * (size_t)(n + 1));
-    FILO_CHECK(filo_tensor_to_host_as(t, FILO_F64, v, sizeof(double) * (size_t)n));
-    return v;
-}
-
-static void compare(const char *what, const filo_tensor *got_t, const double *got, const double *want, int64_t n,
+static void compare(const char *what, const double *got, const double *want, int64_t n,
                     double rtol, double atol, double norm_tol)
 {
     double err2 = 0, ref2 = 0;
@@ -99,7 +82,6 @@ static void compare(const char *what, const filo_tensor *got_t, const double *go
     }
     if (ref2 > 0)
         cr_assert(sqrt(err2 / ref2) <= norm_tol, "%s: relative L2 error %.3g > %.3g", what, sqrt(err2 / ref2), norm_tol);
-    (void)got_t;
 }
 
 int parity_run(const parity_case *c)
@@ -129,7 +111,7 @@ int parity_run(const parity_case *c)
         filo_status s = c->run(c->ctx, in, out);
         cr_assert_eq(s, FILO_OK, "%s on %s: %s", c->name, filo_test_backend_name(devs[b]), filo_last_error());
         for (int o = 0; o < c->n_outputs; o++) {
-            double *got = download(out[o]);
+            double *got = filo_test_download(out[o]);
             int64_t n = filo_tensor_numel(out[o]);
             char what[256];
             if (b == 0) {
@@ -140,7 +122,7 @@ int parity_run(const parity_case *c)
                 cr_assert_eq(n, want_n[o], "%s output %d on %s has %lld elements, cpu has %lld", c->name, o,
                              filo_test_backend_name(devs[b]), (long long)n, (long long)want_n[o]);
                 snprintf(what, sizeof what, "%s output %d on %s vs cpu", c->name, o, filo_test_backend_name(devs[b]));
-                compare(what, out[o], got, cpu_out[o], n, rtol, atol, norm_tol);
+                compare(what, got, cpu_out[o], n, rtol, atol, norm_tol);
                 free(got);
             }
         }
@@ -155,7 +137,7 @@ int parity_run(const parity_case *c)
                 }
                 FILO_CHECK(c->run(c->ctx, in64, out64));
                 for (int o = 0; o < c->n_outputs; o++) {
-                    double *r = download(out64[o]);
+                    double *r = filo_test_download(out64[o]);
                     memcpy(want[o], r, sizeof(double) * (size_t)want_n[o]);
                     free(r);
                     filo_tensor_free(out64[o]);
@@ -166,7 +148,7 @@ int parity_run(const parity_case *c)
             for (int o = 0; o < c->n_outputs; o++) {
                 char what[256];
                 snprintf(what, sizeof what, "%s output %d on cpu vs float64 reference", c->name, o);
-                compare(what, out[o], cpu_out[o], want[o], want_n[o], rtol, atol, norm_tol);
+                compare(what, cpu_out[o], want[o], want_n[o], rtol, atol, norm_tol);
             }
         }
         cr_log_info("parity %s: %s ok", c->name, filo_test_backend_name(devs[b]));
