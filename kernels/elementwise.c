@@ -289,12 +289,7 @@ static const char *index_str(int ndim, const int64_t *shape, int64_t pos, char *
         idx[i] = pos % shape[i];
         pos /= shape[i];
     }
-    size_t n = (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < ndim && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, i ? ", %lld" : "%lld", (long long)idx[i]);
-    if (n < size)
-        snprintf(buf + n, size - n, "]");
-    return buf;
+    return filo_dims_format(ndim, idx, buf, size);
 }
 
 filo_status filo_one_hot(const filo_tensor *indices, int64_t num_classes, filo_dtype out_dtype, filo_tensor **out)

@@ -69,11 +69,11 @@ static filo_status storage_create(filo_device device, size_t nbytes, filo_storag
     return FILO_OK;
 }
 
-static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t size)
+const char *filo_dims_format(int ndim, const int64_t *dims, char *buf, size_t size)
 {
     size_t n = (size_t)snprintf(buf, size, "[");
     for (int i = 0; i < ndim && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, i ? ", %lld" : "%lld", (long long)shape[i]);
+        n += (size_t)snprintf(buf + n, size - n, i ? ", %lld" : "%lld", (long long)dims[i]);
     if (n < size)
         snprintf(buf + n, size - n, "]");
     return buf;
@@ -86,7 +86,7 @@ const char *filo_tensor_describe(const filo_tensor *t, char *buf, size_t size)
         return buf;
     }
     char shape[160], dev[32];
-    snprintf(buf, size, "%s%s %s", filo_dtype_name(t->dtype), shape_str(t->ndim, t->shape, shape, sizeof shape),
+    snprintf(buf, size, "%s%s %s", filo_dtype_name(t->dtype), filo_dims_format(t->ndim, t->shape, shape, sizeof shape),
              filo_device_format(t->device, dev, sizeof dev));
     return buf;
 }
@@ -124,10 +124,10 @@ static filo_status shape_numel(int ndim, const int64_t *shape, filo_dtype dtype,
     for (int i = 0; i < ndim; i++) {
         char buf[160];
         if (shape[i] < 0)
-            return filo_error_set(FILO_ERR_SHAPE, where, "negative size in shape %s", shape_str(ndim, shape, buf, sizeof buf));
+            return filo_error_set(FILO_ERR_SHAPE, where, "negative size in shape %s", filo_dims_format(ndim, shape, buf, sizeof buf));
         if (shape[i] > 0 && n > limit / shape[i])
             return filo_error_set(FILO_ERR_OOM, where, "shape %s of %s is absurdly large (over 2^48 bytes)",
-                                  shape_str(ndim, shape, buf, sizeof buf), filo_dtype_name(dtype));
+                                  filo_dims_format(ndim, shape, buf, sizeof buf), filo_dtype_name(dtype));
         n *= shape[i];
     }
     *numel = n;
@@ -230,7 +230,7 @@ filo_status filo_tensor_check_shape(const filo_tensor *t, const char *what, int 
         return FILO_OK;
     char got[200], want[160];
     return FILO_FAIL(FILO_ERR_SHAPE, "%s must have shape %s, got %s", what ? what : "tensor",
-                     shape_str(ndim, shape, want, sizeof want), filo_tensor_describe(t, got, sizeof got));
+                     filo_dims_format(ndim, shape, want, sizeof want), filo_tensor_describe(t, got, sizeof got));
 }
 
 /* ---- element loops dispatched by device ---- */
@@ -533,7 +533,7 @@ static filo_status infer_shape(const filo_tensor *t, int ndim, const int64_t *sh
         if (shape[i] < 0) {
             char buf[160];
             return filo_error_set(FILO_ERR_SHAPE, where, "invalid size %lld in shape %s", (long long)shape[i],
-                                  shape_str(ndim, shape, buf, sizeof buf));
+                                  filo_dims_format(ndim, shape, buf, sizeof buf));
         }
         resolved[i] = shape[i];
         known *= shape[i];
@@ -547,7 +547,7 @@ static filo_status infer_shape(const filo_tensor *t, int ndim, const int64_t *sh
     if (total != numel || (infer >= 0 && known == 0)) {
         char buf[160], desc[200];
         return filo_error_set(FILO_ERR_SHAPE, where, "shape %s does not fit %s (%lld elements)",
-                              shape_str(ndim, shape, buf, sizeof buf), filo_tensor_describe(t, desc, sizeof desc),
+                              filo_dims_format(ndim, shape, buf, sizeof buf), filo_tensor_describe(t, desc, sizeof desc),
                               (long long)numel);
     }
     return FILO_OK;
@@ -594,7 +594,7 @@ filo_status filo_tensor_view(const filo_tensor *t, int ndim, const int64_t *shap
     if (!view_strides(t, ndim, resolved, strides)) {
         char buf[160], desc[200];
         return FILO_FAIL(FILO_ERR_SHAPE, "cannot view %s as %s without a copy (its strides do not allow it): use reshape",
-                         filo_tensor_describe(t, desc, sizeof desc), shape_str(ndim, resolved, buf, sizeof buf));
+                         filo_tensor_describe(t, desc, sizeof desc), filo_dims_format(ndim, resolved, buf, sizeof buf));
     }
     filo_tensor v = *t;
     v.ndim = ndim;
@@ -699,7 +699,7 @@ filo_status filo_tensor_expand(const filo_tensor *t, int ndim, const int64_t *sh
         } else {
             char buf[160], desc[200];
             return FILO_FAIL(FILO_ERR_SHAPE, "cannot broadcast %s to %s", filo_tensor_describe(t, desc, sizeof desc),
-                             shape_str(ndim, shape, buf, sizeof buf));
+                             filo_dims_format(ndim, shape, buf, sizeof buf));
         }
     }
     return tensor_header(&v, out);

@@ -70,6 +70,8 @@ size_t filo_tensor_nbytes(const filo_tensor *t);   /* numel * element size */
 int filo_tensor_is_contiguous(const filo_tensor *t);
 /* Address of element [0,...,0] (device memory for CUDA tensors). */
 void *filo_tensor_data(const filo_tensor *t);
+/* "[2, 3]" into buf (snprintf-style truncation), for shapes and index lists in messages. */
+const char *filo_dims_format(int ndim, const int64_t *dims, char *buf, size_t size);
 /* "f32[2, 3] cuda:0" into buf. */
 const char *filo_tensor_describe(const filo_tensor *t, char *buf, size_t size);
 /* FILO_ERR_SHAPE unless t has exactly this shape (message names `what`). */
