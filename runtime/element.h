@@ -198,4 +198,28 @@ FILO_HD double filo_draw_value(int kind, double a, double b, uint64_t seed, uint
     return a + b * radius * ((lane & 1) ? sin(angle) : cos(angle));
 }
 
+/* ---- Dropout masks ----
+ * Every dropout in filo (the dropout op, the fused bias+dropout+residual, attention's dropout on
+ * the probabilities) decides element i of a mask the same way: Philox block (offset + i / 4)
+ * under key seed, lane i % 4; the element is kept when that 32-bit output is >= the threshold
+ * round(p * 2^32). A kernel may compute one block per 4 consecutive elements; any launch shape
+ * and the CPU give the same mask. Kept elements are scaled by 1 / (1 - p). */
+
+/* p in [0, 1): the 32-bit threshold below which an element is dropped. */
+FILO_HD uint32_t filo_dropout_threshold(double p)
+{
+    double t = p * 4294967296.0 + 0.5;
+    return t >= 4294967295.0 ? 4294967295u : (uint32_t)t;
+}
+
+FILO_HD int filo_dropout_keep_bits(uint32_t bits, uint32_t threshold) { return bits >= threshold; }
+
+/* The keep decision for element i alone (one Philox block per call). */
+FILO_HD int filo_dropout_keep(uint64_t seed, uint64_t offset, uint64_t i, uint32_t threshold)
+{
+    uint32_t r[4];
+    filo_philox_block(offset + i / 4u, 0, seed, r);
+    return filo_dropout_keep_bits(r[i & 3u], threshold);
+}
+
 #endif
