@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "harness.h"
+
 static int fail(const char *what)
 {
     fprintf(stderr, "filo: %s: %s\n", what, filo_last_error());
@@ -116,7 +118,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: filo <command>\n"
                "  info   list the devices filo can use\n"
-               "  tour   run the runtime on every device: random draws, copies, allocator stats\n");
+               "  tour   run the runtime on every device: random draws, copies, allocator stats\n"
+               "  bench kernels [--device D] [--quick] ...\n"
+               "         time each fused kernel and key op against the machine's measured ceilings\n");
 }
 
 int main(int argc, char **argv)
@@ -129,6 +133,8 @@ int main(int argc, char **argv)
         return cmd_info();
     if (strcmp(argv[1], "tour") == 0)
         return cmd_tour();
+    if (strcmp(argv[1], "bench") == 0 && argc >= 3 && strcmp(argv[2], "kernels") == 0)
+        return filo_bench_kernels_main(argc - 3, argv + 3);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(stdout);
         return 0;

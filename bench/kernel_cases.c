@@ -1,0 +1,221 @@
+/* The kernel benchmark cases: each fused kernel and key op at BERT shapes, with the fewest bytes
+ * it must move and the FLOPs it does. dims are per case: rows/cols for row-wise ops, M/N/K for
+ * GEMMs, B/H/L/D for attention. Shapes: "base" is BERT-base at batch 32, sequence 128 (4096
+ * tokens, hidden 768, 12 heads, FFN 3072); "mini" is BERT-mini at batch 16 (2048 tokens, hidden
+ * 256, 4 heads, FFN 1024), the CPU default. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel_cases.h"
+
+/* ---- a context of up to 8 tensors and a few scalars ---- */
+
+typedef struct tensors_ctx {
+    filo_tensor *t[8];
+    int n;
+    int64_t dims[4];
+    filo_generator gen;
+} tensors_ctx;
+
+static void teardown_tensors(void *p)
+{
+    tensors_ctx *c = p;
+    if (!c)
+        return;
+    for (int i = 0; i < c->n; i++)
+        filo_tensor_free(c->t[i]);
+    free(c);
+}
+
+/* Adds a tensor of uniform values in [lo, hi) to the context. */
+static filo_status add_tensor(tensors_ctx *c, filo_device device, filo_dtype dtype, int ndim, const int64_t *shape,
+                              double lo, double hi)
+{
+    filo_tensor *t = NULL;
+    BENCH_TRY(filo_tensor_empty(device, dtype, ndim, shape, &t));
+    c->t[c->n++] = t;
+    if (filo_dtype_is_float(dtype))
+        return filo_tensor_uniform(t, &c->gen, lo, hi);
+    return filo_tensor_fill(t, lo);
+}
+
+static filo_status new_ctx(const int64_t *dims, void **out)
+{
+    tensors_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return FILO_ERR_OOM;
+    memcpy(c->dims, dims, sizeof c->dims);
+    filo_generator_init(&c->gen, 1234);
+    *out = c;
+    return FILO_OK;
+}
+
+static double el(filo_dtype t) { return (double)filo_dtype_size(t); }
+
+/* rows x cols inputs: n_in tensors of the dtype (plus params [cols] in f32 for half dtypes). */
+static filo_status setup_rows(filo_device device, filo_dtype dtype, const int64_t *dims, int n_in, int n_params,
+                              void **ctx)
+{
+    BENCH_TRY(new_ctx(dims, ctx));
+    tensors_ctx *c = *ctx;
+    filo_dtype pt = dtype == FILO_BF16 || dtype == FILO_F16 ? FILO_F32 : dtype;
+    for (int i = 0; i < n_in; i++)
+        BENCH_TRY(add_tensor(c, device, dtype, 2, dims, -2.0, 2.0));
+    for (int i = 0; i < n_params; i++)
+        BENCH_TRY(add_tensor(c, device, pt, 1, &dims[1], 0.5, 1.5));
+    return FILO_OK;
+}
+
+static double rows_cols(const int64_t *d) { return (double)d[0] * (double)d[1]; }
+
+static filo_status free_outputs(filo_status st, filo_tensor **outs, int n)
+{
+    for (int i = 0; i < n; i++)
+        filo_tensor_free(outs[i]);
+    return st;
+}
+
+/* ---- GELU (erf form), elementwise: read x, write y ---- */
+
+static filo_status setup_gelu(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    return setup_rows(d, t, dims, 1, 0, ctx);
+}
+static filo_status run_gelu(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    return free_outputs(filo_unary(FILO_UNARY_GELU, c->t[0], &y), &y, 1);
+}
+static double bytes_rw2(filo_dtype t, const int64_t *d) { return 2 * rows_cols(d) * el(t); }
+
+/* ---- add, elementwise binary: read a and b, write y ---- */
+
+static filo_status setup_add(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    return setup_rows(d, t, dims, 2, 0, ctx);
+}
+static filo_status run_add(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    return free_outputs(filo_binary(FILO_BINARY_ADD, c->t[0], c->t[1], &y), &y, 1);
+}
+static double bytes_rw3(filo_dtype t, const int64_t *d) { return 3 * rows_cols(d) * el(t); }
+
+/* ---- softmax over the last axis: read x, write y ---- */
+
+static filo_status run_softmax(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    return free_outputs(filo_softmax(c->t[0], &y), &y, 1);
+}
+
+/* ---- LayerNorm with the residual fused: read x and residual, write y and h; 2 stats a row ---- */
+
+static filo_status setup_layernorm(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    return setup_rows(d, t, dims, 2, 2, ctx);
+}
+static filo_status run_layernorm_fwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *o[4] = {NULL};
+    return free_outputs(filo_layernorm_forward(c->t[0], c->t[1], c->t[2], c->t[3], 1e-12, &o[0], &o[1], &o[2], &o[3]),
+                        o, 4);
+}
+static double bytes_layernorm_fwd(filo_dtype t, const int64_t *d)
+{
+    return 4 * rows_cols(d) * el(t) + 2.0 * (double)d[0] * 4;
+}
+
+/* Backward: read dy and h (and the two stats), write dx; dgamma/dbeta are [cols]. */
+static filo_status setup_layernorm_bwd(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    BENCH_TRY(setup_rows(d, t, dims, 2, 2, ctx));
+    tensors_ctx *c = *ctx;
+    filo_tensor *y = NULL, *mean = NULL, *rstd = NULL;
+    BENCH_TRY(filo_layernorm_forward(c->t[0], NULL, c->t[2], c->t[3], 1e-12, &y, NULL, &mean, &rstd));
+    filo_tensor_free(y);
+    c->t[c->n++] = mean;
+    c->t[c->n++] = rstd;
+    return FILO_OK;
+}
+static filo_status run_layernorm_bwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *o[3] = {NULL};
+    /* t[1] plays dy; t[0] is h = x; t[4], t[5] the statistics; t[2] gamma. */
+    return free_outputs(filo_layernorm_backward(c->t[1], c->t[0], c->t[4], c->t[5], c->t[2], &o[0], &o[1], &o[2]),
+                        o, 3);
+}
+static double bytes_layernorm_bwd(filo_dtype t, const int64_t *d)
+{
+    return 3 * rows_cols(d) * el(t) + 2.0 * (double)d[0] * 4;
+}
+
+/* ---- GEMM with a bias + GELU epilogue (the FFN's first matmul): M x K times K x N ---- */
+
+static filo_status setup_matmul(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    BENCH_TRY(new_ctx(dims, ctx));
+    tensors_ctx *c = *ctx;
+    int64_t a[2] = {dims[0], dims[2]}, b[2] = {dims[2], dims[1]};
+    BENCH_TRY(add_tensor(c, d, t, 2, a, -1.0, 1.0));
+    BENCH_TRY(add_tensor(c, d, t, 2, b, -0.05, 0.05));
+    BENCH_TRY(add_tensor(c, d, t, 1, &dims[1], -0.1, 0.1));
+    return FILO_OK;
+}
+static filo_status run_matmul_bias(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    return free_outputs(filo_matmul(c->t[0], c->t[1], 0, 0, c->t[2], FILO_MATMUL_EPILOGUE_BIAS, &y, NULL), &y, 1);
+}
+static filo_status run_matmul_bias_gelu(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *o[2] = {NULL};
+    return free_outputs(filo_matmul(c->t[0], c->t[1], 0, 0, c->t[2], FILO_MATMUL_EPILOGUE_BIAS_GELU, &o[0], &o[1]),
+                        o, 2);
+}
+static double bytes_matmul(filo_dtype t, const int64_t *d)
+{
+    return ((double)d[0] * d[2] + (double)d[2] * d[1] + (double)d[0] * d[1] + d[1]) * el(t);
+}
+static double bytes_matmul_gelu(filo_dtype t, const int64_t *d)
+{
+    return bytes_matmul(t, d) + (double)d[0] * d[1] * el(t);
+}
+static double flops_matmul(const int64_t *d) { return 2.0 * (double)d[0] * d[1] * d[2]; }
+
+static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
+static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
+static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
+static const bench_case ln_fwd_case = {"layernorm+residual fwd", setup_layernorm, run_layernorm_fwd,
+                                       teardown_tensors, bytes_layernorm_fwd, NULL};
+static const bench_case ln_bwd_case = {"layernorm bwd", setup_layernorm_bwd, run_layernorm_bwd, teardown_tensors,
+                                       bytes_layernorm_bwd, NULL};
+static const bench_case mm_bias_case = {"matmul+bias (QKV)", setup_matmul, run_matmul_bias, teardown_tensors,
+                                        bytes_matmul, flops_matmul};
+static const bench_case mm_gelu_case = {"matmul+bias+gelu (FFN up)", setup_matmul, run_matmul_bias_gelu,
+                                        teardown_tensors, bytes_matmul_gelu, flops_matmul};
+
+/* Shapes: tokens x hidden for row ops, the attention probabilities' rows x seq for softmax. */
+#define BASE_ROWS(c) {4096, c, 0, 0}
+#define MINI_ROWS(c) {2048, c, 0, 0}
+#define QUICK_ROWS {33, 65, 0, 0}
+
+const bench_entry bench_entries[] = {
+    {&gelu_case, FILO_F32, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
+    {&gelu_case, FILO_BF16, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
+    {&add_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&softmax_case, FILO_F32, {32 * 12 * 128, 128, 0, 0}, {16 * 4 * 128, 128, 0, 0}, QUICK_ROWS},
+    {&ln_fwd_case, FILO_F32, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&ln_fwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&ln_bwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&mm_bias_case, FILO_BF16, {4096, 2304, 768, 0}, {2048, 768, 256, 0}, {33, 65, 17, 0}},
+    {&mm_gelu_case, FILO_BF16, {4096, 3072, 768, 0}, {2048, 1024, 256, 0}, {33, 65, 17, 0}},
+};
+const int bench_entry_count = (int)(sizeof bench_entries / sizeof bench_entries[0]);
