@@ -3,10 +3,15 @@
  * Flat layouts (output and inputs all contiguous) of the arithmetic kinds run typed loops with
  * the op fixed per loop, which the compiler can vectorize; everything else (broadcasts, strided
  * views, comparisons, where) walks the collapsed layout element by element. The per-element
- * math is the shared code of elementwise_backend.h. */
+ * math is the shared code of elementwise_backend.h. Both paths split the elements over the CPU
+ * pool (runtime/parallel.h). */
 #include <string.h>
 
 #include "elementwise_backend.h"
+#include "parallel.h"
+
+/* Elements per chunk at least: below this a second thread costs more than it saves. */
+#define GRAIN_ELEMENTS 32768
 
 #define LD_SAME(v) (v)
 #define ST_SAME(v) (v)
@@ -120,7 +125,8 @@ static void element(const filo_ew_desc *d, char *out, const char *const *in)
     filo_el_store_f(out, t, v);
 }
 
-static void strided(const filo_ew_desc *d)
+/* Elements [begin, end) of the collapsed layout. */
+static void strided(const filo_ew_desc *d, int64_t begin, int64_t end)
 {
     filo_dtype in_dtypes[FILO_EW_MAX_INPUTS] = {d->dtype, d->dtype, d->dtype};
     if (d->kind == FILO_EW_WHERE)
@@ -131,8 +137,15 @@ static void strided(const filo_ew_desc *d)
         es[k] = (int64_t)filo_el_size(in_dtypes[k]);
     int64_t os = (int64_t)filo_el_size(out_dtype);
     int64_t idx[FILO_MAX_DIMS] = {0}, off[FILO_EW_MAX_INPUTS] = {0};
+    /* Unravel `begin` into the odometer's starting position. */
+    for (int64_t rest = begin, dim = d->ndim - 1; dim >= 0; dim--) {
+        idx[dim] = rest % d->shape[dim];
+        rest /= d->shape[dim];
+        for (int k = 0; k < d->n_inputs; k++)
+            off[k] += idx[dim] * d->strides[k][dim];
+    }
     const char *ptr[FILO_EW_MAX_INPUTS];
-    for (int64_t i = 0; i < d->numel; i++) {
+    for (int64_t i = begin; i < end; i++) {
         for (int k = 0; k < d->n_inputs; k++)
             ptr[k] = (const char *)d->in[k] + off[k] * es[k];
         element(d, (char *)d->out + i * os, ptr);
@@ -150,22 +163,44 @@ static void strided(const filo_ew_desc *d)
     }
 }
 
-void filo_cpu_elementwise(const filo_ew_desc *d)
+typedef struct ew_job {
+    const filo_ew_desc *d;
+    int flat;
+} ew_job;
+
+/* A chunk of the flat path is the same op on shorter arrays: a copy of the descriptor with its
+ * pointers advanced. */
+static void ew_chunk(void *ctx, int chunk, int64_t begin, int64_t end)
 {
-    int contiguous = d->kind != FILO_EW_COMPARE && d->kind != FILO_EW_WHERE && d->ndim <= 1;
-    for (int k = 0; contiguous && d->ndim == 1 && k < d->n_inputs; k++)
-        contiguous = d->strides[k][0] == 1;
-    if (!contiguous) {
-        strided(d);
+    (void)chunk;
+    const ew_job *job = ctx;
+    const filo_ew_desc *d = job->d;
+    if (!job->flat) {
+        strided(d, begin, end);
         return;
     }
+    filo_ew_desc part = *d;
+    size_t es = filo_el_size(d->dtype);
+    for (int k = 0; k < d->n_inputs; k++)
+        part.in[k] = (const char *)d->in[k] + (size_t)begin * es;
+    part.out = (char *)d->out + (size_t)begin * es;
+    part.numel = end - begin;
     switch (d->dtype) {
-    case FILO_F64: flat_f64(d); break;
-    case FILO_F32: flat_f32(d); break;
-    case FILO_BF16: flat_bf16(d); break;
-    case FILO_F16: flat_f16(d); break;
-    default: strided(d); break;
+    case FILO_F64: flat_f64(&part); break;
+    case FILO_F32: flat_f32(&part); break;
+    case FILO_BF16: flat_bf16(&part); break;
+    default: flat_f16(&part); break;
     }
+}
+
+void filo_cpu_elementwise(const filo_ew_desc *d)
+{
+    int flat = d->kind != FILO_EW_COMPARE && d->kind != FILO_EW_WHERE && d->ndim <= 1 &&
+               (d->dtype == FILO_F64 || d->dtype == FILO_F32 || d->dtype == FILO_BF16 || d->dtype == FILO_F16);
+    for (int k = 0; flat && d->ndim == 1 && k < d->n_inputs; k++)
+        flat = d->strides[k][0] == 1;
+    ew_job job = {d, flat};
+    filo_parallel_for(d->numel, GRAIN_ELEMENTS, ew_chunk, &job);
 }
 
 void filo_cpu_arange(void *out, filo_dtype dtype, int64_t n, double start, double step)
