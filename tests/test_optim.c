@@ -32,6 +32,15 @@ static int64_t numel_of(int ndim, const int64_t *shape)
     return n;
 }
 
+static double scalar_of(const filo_tensor *t)
+{
+    cr_assert_eq(t->ndim, 0);
+    cr_assert_eq(t->dtype, FILO_F32);
+    double *v = filo_test_download(t), r = v[0];
+    free(v);
+    return r;
+}
+
 /* A grad holding `values` (row-major for `shape`); a 2-D grad is made a transposed view of a
  * [cols, rows] tensor, so the step also reads a non-contiguous grad. */
 static filo_tensor *make_grad(filo_device dev, filo_dtype dt, int ndim, const int64_t *shape, const double *values)
@@ -140,6 +149,7 @@ static void adam_run(const adam_cfg *c, filo_device dev, double **out)
     o.beta1 = 0.8;
     o.beta2 = 0.99;
     o.weight_decay = c->weight_decay;
+    o.eps = 1e-3; /* large enough that a misplaced eps shows in the params */
     o.grad_scale = scale;
     for (int step = 1; step <= NSTEPS; step++) {
         o.step = step;
@@ -258,6 +268,68 @@ Test(optim, many_tensors_and_empty)
     }
 }
 
+/* More chunks than one launch's table holds (FILO_OPTIM_MAX_BLOCKS of FILO_OPTIM_CHUNK): a small
+ * tensor, then one whose chunks straddle two launches, with a different tail so that a chunk
+ * handled by the wrong launch or a partial sum at the wrong index shows. */
+#define BIG_N (320 * 65536 + 5)
+
+static filo_tensor *full_with_tail(filo_device d, filo_dtype dt, int64_t n, double v, double tail)
+{
+    filo_tensor *t, *s;
+    FILO_CHECK(filo_tensor_full(d, dt, 1, &n, v, &t));
+    FILO_CHECK(filo_tensor_slice(t, 0, n - 5, n, 1, &s));
+    FILO_CHECK(filo_tensor_fill(s, tail));
+    filo_tensor_free(s);
+    return t;
+}
+
+Test(optim, more_chunks_than_one_launch)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    int64_t n[2] = {7, BIG_N};
+    for (int b = 0; b < nb; b++) {
+        filo_device d = devs[b];
+        filo_tensor *g[2], *p[2], *m[2], *v[2];
+        for (int k = 0; k < 2; k++) {
+            g[k] = full_with_tail(d, FILO_F32, n[k], 0.5, -3.0);
+            FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 1, &n[k], &p[k]));
+            FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 1, &n[k], &m[k]));
+            FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 1, &n[k], &v[k]));
+        }
+        filo_tensor *norm, *inf_norm;
+        FILO_CHECK(filo_grad_norm((const filo_tensor *const *)g, 2, 2.0, &norm, NULL));
+        FILO_CHECK(filo_grad_norm((const filo_tensor *const *)g, 2, INFINITY, &inf_norm, NULL));
+        double want = sqrt(0.25 * (double)(n[0] + n[1] - 10) + 2 * 5 * 9.0);
+        cr_assert(fabs(scalar_of(norm) - want) <= 1e-6 * want, "%s: %.9g want %.9g", filo_test_backend_name(d),
+                  scalar_of(norm), want);
+        cr_assert_eq(scalar_of(inf_norm), 3.0);
+        filo_adam_options o = filo_adam_defaults(1);
+        o.lr = 0.125;
+        o.eps = 0.5;
+        FILO_CHECK(filo_adam_step(2, p, (const filo_tensor *const *)g, m, v, NULL, &o));
+        for (int k = 0; k < 2; k++) {
+            float *got = malloc(sizeof(float) * (size_t)n[k]);
+            FILO_CHECK(filo_tensor_to_host(p[k], got, sizeof(float) * (size_t)n[k]));
+            /* step 1 from p = 0: -lr g / (|g| + eps) */
+            double body = -o.lr * 0.5 / 1.0, tail = o.lr * 3.0 / 3.5;
+            for (int64_t i = 0; i < n[k]; i++) {
+                double w = i >= n[k] - 5 ? tail : body;
+                if (fabs(got[i] - w) > 1e-6)
+                    cr_assert_fail("%s: param[%d][%lld] = %.9g, want %.9g", filo_test_backend_name(d), k, (long long)i,
+                                   got[i], w);
+            }
+            free(got);
+            filo_tensor_free(g[k]);
+            filo_tensor_free(p[k]);
+            filo_tensor_free(m[k]);
+            filo_tensor_free(v[k]);
+        }
+        filo_tensor_free(norm);
+        filo_tensor_free(inf_norm);
+    }
+}
+
 /* ---- found_inf: a skipped step changes nothing, bitwise ---- */
 
 static unsigned char *bytes_of(const filo_tensor *t)
@@ -346,15 +418,6 @@ Test(optim, found_inf_skips_step_bitwise)
 
 static const int64_t norm_sizes[] = {1, 7, 33, 129, 1000, 70001};
 #define NORM_T 6
-
-static double scalar_of(const filo_tensor *t)
-{
-    cr_assert_eq(t->ndim, 0);
-    cr_assert_eq(t->dtype, FILO_F32);
-    double *v = filo_test_download(t), r = v[0];
-    free(v);
-    return r;
-}
 
 static void norm_sweep(filo_dtype dt)
 {
@@ -466,6 +529,36 @@ Test(optim, grad_norm_nonfinite_strided_many)
             filo_tensor_free(fi);
             filo_tensor_free(h[0]);
             filo_tensor_free(h[1]);
+        }
+    }
+}
+
+/* Empty grads only: the norm is 0 and the flag 0; a step over empty tensors is a no-op. */
+Test(optim, empty_tensors)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    int64_t shape[2] = {0, 3};
+    for (int b = 0; b < nb; b++) {
+        filo_tensor *g[2], *p[2], *m[2], *v[2], *norm, *flag;
+        for (int k = 0; k < 2; k++) {
+            FILO_CHECK(filo_tensor_zeros(devs[b], FILO_BF16, 2, shape, &g[k]));
+            FILO_CHECK(filo_tensor_zeros(devs[b], FILO_F32, 2, shape, &p[k]));
+            FILO_CHECK(filo_tensor_zeros(devs[b], FILO_F32, 2, shape, &m[k]));
+            FILO_CHECK(filo_tensor_zeros(devs[b], FILO_F32, 2, shape, &v[k]));
+        }
+        FILO_CHECK(filo_grad_norm((const filo_tensor *const *)g, 2, 2.0, &norm, &flag));
+        cr_assert_eq(scalar_of(norm), 0.0);
+        cr_assert_eq(scalar_of(flag), 0.0);
+        filo_adam_options o = filo_adam_defaults(1);
+        FILO_CHECK(filo_adam_step(2, p, (const filo_tensor *const *)g, m, v, NULL, &o));
+        filo_tensor_free(norm);
+        filo_tensor_free(flag);
+        for (int k = 0; k < 2; k++) {
+            filo_tensor_free(g[k]);
+            filo_tensor_free(p[k]);
+            filo_tensor_free(m[k]);
+            filo_tensor_free(v[k]);
         }
     }
 }

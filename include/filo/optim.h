@@ -18,8 +18,8 @@
  *
  * All parameter tensors of one call form one parameter group (same hyperparameters). All of them
  * are updated by one kernel launch over a table of (tensor, chunk) work items passed as a kernel
- * argument (more launches only past FILO_OPTIM_MAX_TENSORS tensors or 320 chunks of 65536
- * elements): no host synchronization, no device allocation.
+ * argument (a further launch only past 24 tensors or 320 chunks of 65536 elements): no host
+ * synchronization and no device allocation (except contiguous copies of strided grads).
  *
  * Device scalars keep a training step free of host synchronization:
  *   grad_scale: NULL, or a 0-dim f32 tensor that multiplies every gradient before use. Pass the
@@ -62,7 +62,8 @@ typedef struct filo_adam_options {
 filo_adam_options filo_adam_defaults(int decoupled);
 
 /* One step over n >= 0 parameter tensors. copies: NULL (no copy), or n entries each NULL or a
- * bf16/f16 tensor receiving the updated param. On error nothing has been launched. */
+ * bf16/f16 tensor receiving the updated param. A bad argument is reported before anything is
+ * modified. */
 filo_status filo_adam_step(int n, filo_tensor *const *params, const filo_tensor *const *grads,
                            filo_tensor *const *exp_avgs, filo_tensor *const *exp_avg_sqs,
                            filo_tensor *const *copies, const filo_adam_options *opt);

@@ -22,6 +22,8 @@
  * GPU. clip_coef_kernel: one thread, filo_clip_coef_value. */
 #include "compat.cuh"
 
+#include <stdlib.h>
+
 #include <type_traits>
 
 extern "C" {
@@ -266,7 +268,9 @@ template <class F> filo_status dispatch_kind(int kind, F f)
 extern "C" filo_status filo_cuda_adam_step(const filo_adam_desc *d, void *stream)
 {
     cudaStream_t s = (cudaStream_t)stream;
-    int64_t *numel = new int64_t[d->n > 0 ? d->n : 1];
+    int64_t *numel = (int64_t *)malloc(sizeof(int64_t) * (size_t)(d->n > 0 ? d->n : 1));
+    if (!numel)
+        return filo_error_set(FILO_ERR_OOM, __func__, "out of host memory for %d tensors", d->n);
     for (int i = 0; i < d->n; i++)
         numel[i] = d->tensors[i].numel;
     int u8 = d->found_inf_dtype == FILO_U8;
@@ -291,7 +295,7 @@ extern "C" filo_status filo_cuda_adam_step(const filo_adam_desc *d, void *stream
             return multi_tensor_apply<adam_table>(d->n, numel, fill, launch);
         });
     });
-    delete[] numel;
+    free(numel);
     return st;
 }
 
