@@ -622,6 +622,62 @@ Test(optim, clip_then_step)
     }
 }
 
+/* The emulator's counters (tests/cuda_emu/filo_emu.h), present only in the emu build. */
+unsigned long long filo_emu_host_sync_count(void) __attribute__((weak));
+unsigned long long filo_emu_implicit_sync_count(void) __attribute__((weak));
+unsigned long long filo_emu_launch_count(void) __attribute__((weak));
+
+/* A whole clipped, loss-scaled step (found_inf, grad norm, clip coef, Adam step) on the device:
+ * no host synchronization, explicit or implicit, and one launch for the five tensors' step. */
+Test(optim, training_step_never_syncs)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    if (nb < 2 || !filo_emu_host_sync_count || !filo_emu_implicit_sync_count || !filo_emu_launch_count) {
+        cr_log_info("no emulated CUDA device: sync counts not checked");
+        return;
+    }
+    filo_device d = devs[1];
+    filo_tensor *p[5], *g[5], *m[5], *v[5], *c[5];
+    for (int k = 0; k < 5; k++) {
+        int64_t n = numel_of(1, shapes[k]);
+        FILO_CHECK(filo_tensor_full(d, FILO_F32, 1, &n, 0.5, &p[k]));
+        FILO_CHECK(filo_tensor_full(d, FILO_BF16, 1, &n, 0.25, &g[k]));
+        FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 1, &n, &m[k]));
+        FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 1, &n, &v[k]));
+        FILO_CHECK(filo_tensor_zeros(d, FILO_BF16, 1, &n, &c[k]));
+    }
+    FILO_CHECK(filo_device_synchronize(d));
+    unsigned long long syncs = filo_emu_host_sync_count(), implicit = filo_emu_implicit_sync_count();
+    for (int step = 1; step <= 3; step++) {
+        filo_tensor *fi, *norm, *coef;
+        FILO_CHECK(filo_found_inf((const filo_tensor *const *)g, 5, &fi));
+        FILO_CHECK(filo_grad_norm((const filo_tensor *const *)g, 5, 2.0, &norm, NULL));
+        FILO_CHECK(filo_clip_coef(norm, 1.0, &coef));
+        filo_adam_options o = filo_adam_defaults(1);
+        o.step = step;
+        o.grad_scale = coef;
+        o.found_inf = fi;
+        unsigned long long launches = filo_emu_launch_count();
+        FILO_CHECK(filo_adam_step(5, p, (const filo_tensor *const *)g, m, v, c, &o));
+        cr_assert_eq(filo_emu_launch_count() - launches, 1, "the step of 5 tensors took %llu launches",
+                     filo_emu_launch_count() - launches);
+        filo_tensor_free(fi);
+        filo_tensor_free(norm);
+        filo_tensor_free(coef);
+    }
+    cr_assert_eq(filo_emu_host_sync_count(), syncs, "a training step synchronized the host");
+    cr_assert_eq(filo_emu_implicit_sync_count(), implicit, "a training step synchronized implicitly");
+    double *got = filo_test_download(p[4]);
+    cr_assert(got[0] < 0.5, "the step did not run: %g", got[0]);
+    free(got);
+    for (int k = 0; k < 5; k++) {
+        filo_tensor *all[5] = {p[k], g[k], m[k], v[k], c[k]};
+        for (int i = 0; i < 5; i++)
+            filo_tensor_free(all[i]);
+    }
+}
+
 /* ---- bad input ---- */
 
 Test(optim, bad_inputs)
