@@ -190,6 +190,84 @@ static double bytes_matmul_gelu(filo_dtype t, const int64_t *d)
 }
 static double flops_matmul(const int64_t *d) { return 2.0 * (double)d[0] * d[1] * d[2]; }
 
+/* ---- AdamW multi-tensor step with a bf16 copy: dims {tensors, elements each} ----
+ * Per element: read param, grad, exp_avg, exp_avg_sq (f32), write the three back and the copy. */
+
+#define ADAM_MAX_TENSORS 32
+
+typedef struct adam_ctx {
+    filo_tensor *p[ADAM_MAX_TENSORS], *g[ADAM_MAX_TENSORS], *m[ADAM_MAX_TENSORS], *v[ADAM_MAX_TENSORS],
+        *copy[ADAM_MAX_TENSORS];
+    int n;
+    int64_t step;
+} adam_ctx;
+
+static void teardown_adam(void *p)
+{
+    adam_ctx *c = p;
+    if (!c)
+        return;
+    for (int i = 0; i < c->n; i++) {
+        filo_tensor_free(c->p[i]);
+        filo_tensor_free(c->g[i]);
+        filo_tensor_free(c->m[i]);
+        filo_tensor_free(c->v[i]);
+        filo_tensor_free(c->copy[i]);
+    }
+    free(c);
+}
+
+static filo_status setup_adam(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    (void)t;
+    adam_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return FILO_ERR_OOM;
+    *ctx = c;
+    filo_generator gen;
+    filo_generator_init(&gen, 7);
+    c->n = (int)(dims[0] < ADAM_MAX_TENSORS ? dims[0] : ADAM_MAX_TENSORS);
+    for (int i = 0; i < c->n; i++) {
+        BENCH_TRY(filo_tensor_empty(d, FILO_F32, 1, &dims[1], &c->p[i]));
+        BENCH_TRY(filo_tensor_empty(d, FILO_F32, 1, &dims[1], &c->g[i]));
+        BENCH_TRY(filo_tensor_zeros(d, FILO_F32, 1, &dims[1], &c->m[i]));
+        BENCH_TRY(filo_tensor_zeros(d, FILO_F32, 1, &dims[1], &c->v[i]));
+        BENCH_TRY(filo_tensor_empty(d, FILO_BF16, 1, &dims[1], &c->copy[i]));
+        BENCH_TRY(filo_tensor_uniform(c->p[i], &gen, -0.1, 0.1));
+        BENCH_TRY(filo_tensor_uniform(c->g[i], &gen, -1e-3, 1e-3));
+    }
+    return FILO_OK;
+}
+
+static filo_status run_adam(void *p)
+{
+    adam_ctx *c = p;
+    filo_adam_options opt = filo_adam_defaults(1);
+    opt.step = ++c->step;
+    return filo_adam_step(c->n, c->p, (const filo_tensor *const *)c->g, c->m, c->v, c->copy, &opt);
+}
+
+static double bytes_adam(filo_dtype t, const int64_t *d)
+{
+    (void)t;
+    return (double)d[0] * (double)d[1] * (7 * 4 + 2);
+}
+
+/* ---- global grad norm over the same tensors: read every grad once ---- */
+
+static filo_status run_grad_norm(void *p)
+{
+    adam_ctx *c = p;
+    filo_tensor *norm = NULL;
+    return free_outputs(filo_grad_norm((const filo_tensor *const *)c->g, c->n, 2.0, &norm, NULL), &norm, 1);
+}
+
+static double bytes_grad_norm(filo_dtype t, const int64_t *d)
+{
+    (void)t;
+    return (double)d[0] * (double)d[1] * 4;
+}
+
 static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
 static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
 static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
@@ -201,6 +279,11 @@ static const bench_case mm_bias_case = {"matmul+bias (QKV)", setup_matmul, run_m
                                         bytes_matmul, flops_matmul};
 static const bench_case mm_gelu_case = {"matmul+bias+gelu (FFN up)", setup_matmul, run_matmul_bias_gelu,
                                         teardown_tensors, bytes_matmul_gelu, flops_matmul};
+
+static const bench_case adam_case = {"adamw step (+bf16 copy)", setup_adam, run_adam, teardown_adam, bytes_adam,
+                                     NULL};
+static const bench_case grad_norm_case = {"grad norm", setup_adam, run_grad_norm, teardown_adam, bytes_grad_norm,
+                                          NULL};
 
 /* Shapes: tokens x hidden for row ops, the attention probabilities' rows x seq for softmax. */
 #define BASE_ROWS(c) {4096, c, 0, 0}
@@ -216,6 +299,9 @@ const bench_entry bench_entries[] = {
     {&ln_fwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_bwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&mm_bias_case, FILO_BF16, {4096, 2304, 768, 0}, {2048, 768, 256, 0}, {33, 65, 17, 0}},
+    /* BERT-base has 110M parameters, BERT-mini 11M: as 16 equal tensors. */
+    {&adam_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},
+    {&grad_norm_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},
     {&mm_gelu_case, FILO_BF16, {4096, 3072, 768, 0}, {2048, 1024, 256, 0}, {33, 65, 17, 0}},
 };
 const int bench_entry_count = (int)(sizeof bench_entries / sizeof bench_entries[0]);

@@ -11,6 +11,7 @@
 #include "filo/elementwise.h"
 #include "filo/reduce.h"
 #include "filo/norm.h"
+#include "filo/optim.h"
 #include "filo/matmul.h"
 
 #define FILO_VERSION_MAJOR 0
