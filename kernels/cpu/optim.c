@@ -1,13 +1,17 @@
 /* CPU optimizer kernels: the reference for kernels/cuda/optim.cu.
  * The Adam step runs filo_adam_update (kernels/optim_backend.h) on every element, the same f32
- * code the CUDA kernel runs. The gradient norm accumulates in double over the tensors in order
- * and rounds once to f32 (the CUDA kernel sums per chunk in f32, so the two agree to about 1e-7
- * relative, not bitwise). */
+ * code the CUDA kernel runs. The gradient norm accumulates in double per chunk of a tensor, adds
+ * the chunks and then the tensors in order and rounds once to f32 (the CUDA kernel sums per chunk
+ * in f32, so the two agree to about 1e-7 relative, not bitwise). Large tensors are split over the
+ * CPU pool; the chunking depends only on sizes, so results do not depend on the thread count. */
 #include <math.h>
 
 #include "element.h"
 #include "error.h"
 #include "optim_backend.h"
+#include "parallel.h"
+
+#define GRAIN_ELEMENTS 32768
 
 static float load_grad(const void *base, filo_dtype t, int64_t i)
 {
@@ -23,6 +27,29 @@ static void store_copy(void *base, filo_dtype t, int64_t i, float v)
     ((uint16_t *)base)[i] = t == FILO_F16 ? filo_el_f32_to_f16(v) : filo_el_f32_to_bf16(v);
 }
 
+typedef struct adam_job {
+    const filo_adam_desc *d;
+    const filo_adam_tensor *t;
+    float scale;
+} adam_job;
+
+static void adam_range(void *ctx, int chunk, int64_t begin, int64_t end)
+{
+    (void)chunk;
+    const adam_job *job = ctx;
+    const filo_adam_desc *d = job->d;
+    const filo_adam_tensor *t = job->t;
+    for (int64_t i = begin; i < end; i++) {
+        float g = load_grad(t->grad, d->grad_dtype, i);
+        if (d->grad_scale)
+            g = g * job->scale;
+        float p = filo_adam_update(t->param[i], g, &t->exp_avg[i], &t->exp_avg_sq[i], &d->s);
+        t->param[i] = p;
+        if (t->copy)
+            store_copy(t->copy, d->copy_dtype, i, p);
+    }
+}
+
 filo_status filo_cpu_adam_step(const filo_adam_desc *d)
 {
     if (d->found_inf) {
@@ -30,33 +57,67 @@ filo_status filo_cpu_adam_step(const filo_adam_desc *d)
         if (flag != 0.0)
             return FILO_OK;
     }
-    float scale = d->grad_scale ? *d->grad_scale : 1.0f;
+    adam_job job = {d, NULL, d->grad_scale ? *d->grad_scale : 1.0f};
     for (int k = 0; k < d->n; k++) {
-        const filo_adam_tensor *t = &d->tensors[k];
-        for (int64_t i = 0; i < t->numel; i++) {
-            float g = load_grad(t->grad, d->grad_dtype, i);
-            if (d->grad_scale)
-                g = g * scale;
-            float p = filo_adam_update(t->param[i], g, &t->exp_avg[i], &t->exp_avg_sq[i], &d->s);
-            t->param[i] = p;
-            if (t->copy)
-                store_copy(t->copy, d->copy_dtype, i, p);
-        }
+        job.t = &d->tensors[k];
+        filo_parallel_for(job.t->numel, GRAIN_ELEMENTS, adam_range, &job);
     }
     return FILO_OK;
 }
 
-filo_status filo_cpu_grad_norm(const filo_grad_norm_desc *d)
+typedef struct norm_job {
+    const filo_grad_norm_desc *d;
+    int k;
+    double acc[FILO_PARALLEL_MAX_CHUNKS];
+    int nonfinite[FILO_PARALLEL_MAX_CHUNKS];
+} norm_job;
+
+static void norm_range(void *ctx, int chunk, int64_t begin, int64_t end)
 {
+    norm_job *job = ctx;
+    const filo_grad_norm_desc *d = job->d;
     double acc = 0.0;
     int nonfinite = 0;
-    for (int k = 0; k < d->n; k++) {
-        for (int64_t i = 0; i < d->numel[k]; i++) {
-            double a = fabs((double)load_grad(d->grads[k], d->dtype, i));
+    if (d->kind != FILO_NORM_INF && d->dtype == FILO_F32) {
+        /* A typed loop the compiler vectorizes. Squares of floats cannot overflow a double sum,
+         * so the sum is finite exactly when every element is. */
+        const float *g = (const float *)d->grads[job->k];
+        if (d->kind == FILO_NORM_L2)
+            for (int64_t i = begin; i < end; i++)
+                acc += (double)g[i] * (double)g[i];
+        else
+            for (int64_t i = begin; i < end; i++)
+                acc += fabs((double)g[i]);
+        nonfinite = !isfinite(acc);
+    } else {
+        for (int64_t i = begin; i < end; i++) {
+            double a = fabs((double)load_grad(d->grads[job->k], d->dtype, i));
             nonfinite |= !isfinite(a);
             if (d->kind == FILO_NORM_L2)
                 acc += a * a;
             else if (d->kind == FILO_NORM_L1)
+                acc += a;
+            else if (a > acc || isnan(a))
+                acc = isnan(acc) ? acc : a;
+        }
+    }
+    job->acc[chunk] = acc;
+    job->nonfinite[chunk] = nonfinite;
+}
+
+filo_status filo_cpu_grad_norm(const filo_grad_norm_desc *d)
+{
+    norm_job job;
+    job.d = d;
+    double acc = 0.0;
+    int nonfinite = 0;
+    for (int k = 0; k < d->n; k++) {
+        job.k = k;
+        int chunks = filo_parallel_for(d->numel[k], GRAIN_ELEMENTS, norm_range, &job);
+        for (int c = 0; c < chunks; c++) {
+            double a = job.acc[c];
+            nonfinite |= job.nonfinite[c];
+            if (d->kind != FILO_NORM_INF)
                 acc += a;
             else if (a > acc || isnan(a))
                 acc = isnan(acc) ? acc : a;
