@@ -6,9 +6,10 @@
  * KB: a query block walks the key blocks with FlashAttention's online softmax (running max m,
  * running sum l, output accumulator rescaled when m grows), so memory stays O(QB * D) beyond K
  * and V and the Lq x Lk matrix is never stored. The key block stays in L1 while the block's rows
- * use it. Inner loops run over contiguous memory without reductions (scores s[j] += q[d] * kT[d][j]
- * across j, accumulators o[d] += p * v[j][d] across d), so the compiler vectorizes them without
- * -ffast-math.
+ * use it. The inner loops are written on 16-byte vectors (GNU vector extension: GCC's -O2 does not
+ * vectorize loops of runtime length): scores are computed a vector of keys at a time against
+ * K^T (accumulators in registers while d runs over D), O += P V a vector of D at a time with
+ * the accumulators in registers while the keys run.
  *
  * Backward (FlashAttention-2's): P is recomputed from the saved lse, delta_i = rowsum(dout * out),
  *   dV += Pd^T dO, dPd = dO V^T, dS = P .* (dPd .* M / (1 - p) - delta), dQ = scale * dS K,
@@ -87,6 +88,12 @@ filo_status filo_cpu_attention_backward(const filo_attention_desc *d)
 
 typedef ATTN_ACC ATTN_FN(acc_t);
 #define A ATTN_FN(acc_t)
+/* 16-byte vectors (GNU vector extension, GCC and Clang; the x86-64 baseline's SSE width): the
+ * loops over D and over a key block are written on them because GCC's -O2 cost model does not
+ * vectorize loops of runtime length. Reduced alignment: rows are addressed at any element. */
+typedef A ATTN_FN(vec_t) __attribute__((vector_size(16), aligned(sizeof(A))));
+#define V ATTN_FN(vec_t)
+#define VL ((int)(sizeof(V) / sizeof(A)))
 
 static void ATTN_FN(load_row)(A *dst, const void *src, filo_dtype t, int n)
 {
@@ -132,70 +139,115 @@ static void ATTN_FN(store_row)(void *dst, filo_dtype t, const A *src, A mul, int
     }
 }
 
-/* K and V rows [0, n) of (b, h) in the compute type: kr/vr row-major [n][D], kt/vt [D][n]. */
-static void ATTN_FN(load_kv)(const filo_attention_desc *d, int64_t b, int64_t h, int64_t n, A *kr, A *kt, A *vr,
-                             A *vt)
+/* K and V rows [0, n) of (b, h) in the compute type: kr/vr row-major [n][D], kt/vt [D][np]
+ * (transposed, np = n rounded up to the vector length, zero-padded). */
+static void ATTN_FN(load_kv)(const filo_attention_desc *d, int64_t b, int64_t h, int64_t n, int64_t np, A *kr,
+                             A *kt, A *vr, A *vt)
 {
     int D = d->D;
     for (int64_t j = 0; j < n; j++) {
         ATTN_FN(load_row)(kr + j * D, row_ptr(&d->k, d->dtype, b, h, j), d->dtype, D);
         ATTN_FN(load_row)(vr + j * D, row_ptr(&d->v, d->dtype, b, h, j), d->dtype, D);
-        for (int c = 0; c < D; c++) {
-            kt[(int64_t)c * n + j] = kr[j * D + c];
-            if (vt)
-                vt[(int64_t)c * n + j] = vr[j * D + c];
-        }
+    }
+    for (int c = 0; c < D; c++) {
+        for (int64_t j = 0; j < np; j++)
+            kt[c * np + j] = j < n ? kr[j * D + c] : (A)0;
+        if (vt)
+            for (int64_t j = 0; j < np; j++)
+                vt[c * np + j] = j < n ? vr[j * D + c] : (A)0;
     }
 }
 
-/* s[0, m) = scale * q . k[j0 + jj] for the keys of one block (kt is [D][n]). */
-static void ATTN_FN(scores)(A *restrict s, const A *restrict q, const A *restrict kt, int64_t n, int64_t j0, int m,
-                            int D, A scale)
+/* s[0, mp) = q . k[j0 + jj] for a key block (mp a multiple of VL; kt is [D][np] and j0 + mp <= np).
+ * Four vectors of s at a time stay in registers while c runs over D. */
+static void ATTN_FN(scores)(A *restrict s, const A *restrict q, const A *restrict kt, int64_t np, int64_t j0, int mp,
+                            int D)
 {
-    for (int jj = 0; jj < m; jj++)
-        s[jj] = 0;
-    for (int c = 0; c < D; c++) {
-        A qc = q[c] * scale;
-        const A *restrict kc = kt + (int64_t)c * n + j0;
-        for (int jj = 0; jj < m; jj++)
-            s[jj] += qc * kc[jj];
+    int jj = 0;
+    for (; jj + 4 * VL <= mp; jj += 4 * VL) {
+        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        const A *kc = kt + j0 + jj;
+        for (int c = 0; c < D; c++, kc += np) {
+            A qc = q[c];
+            a0 += qc * *(const V *)kc;
+            a1 += qc * *(const V *)(kc + VL);
+            a2 += qc * *(const V *)(kc + 2 * VL);
+            a3 += qc * *(const V *)(kc + 3 * VL);
+        }
+        *(V *)(s + jj) = a0;
+        *(V *)(s + jj + VL) = a1;
+        *(V *)(s + jj + 2 * VL) = a2;
+        *(V *)(s + jj + 3 * VL) = a3;
     }
+    for (; jj < mp; jj += VL) {
+        V a0 = {0};
+        const A *kc = kt + j0 + jj;
+        for (int c = 0; c < D; c++, kc += np)
+            a0 += q[c] * *(const V *)kc;
+        *(V *)(s + jj) = a0;
+    }
+}
+
+/* o[0, D) = o * alpha + sum_{jj < m} w[jj] * rows[jj][0, D): rows are D apart. */
+static void ATTN_FN(gemv_t)(A *restrict o, A alpha, const A *restrict w, const A *restrict rows, int m, int D)
+{
+    for (int c = 0; c < D; c += 2 * VL) {
+        V a0 = *(V *)(o + c) * alpha, a1 = *(V *)(o + c + VL) * alpha;
+        const A *r = rows + c;
+        for (int jj = 0; jj < m; jj++, r += D) {
+            a0 += w[jj] * *(const V *)r;
+            a1 += w[jj] * *(const V *)(r + VL);
+        }
+        *(V *)(o + c) = a0;
+        *(V *)(o + c + VL) = a1;
+    }
+}
+
+/* y[0, D) += a * x[0, D) */
+static void ATTN_FN(axpy)(A *restrict y, A a, const A *restrict x, int D)
+{
+    for (int c = 0; c < D; c += VL)
+        *(V *)(y + c) += a * *(const V *)(x + c);
 }
 
 static A ATTN_FN(exp_)(A x) { return sizeof(A) == sizeof(double) ? (A)exp((double)x) : (A)expf((float)x); }
 
+static int64_t ATTN_FN(round_up)(int64_t n) { return (n + VL - 1) / VL * VL; }
+
 static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
 {
     const int D = d->D;
-    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk;
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, Lkp = ATTN_FN(round_up)(Lk);
     const A scale = (A)d->scale;
     const int dropout = d->dropout_p > 0;
     const A keep_scale = d->dropout_p < 1 ? (A)(1.0 / (1.0 - d->dropout_p)) : (A)0;
     filo_dtype lt = d->dtype == FILO_F64 ? FILO_F64 : FILO_F32;
     size_t es = filo_el_size(d->dtype);
-    /* kr, kt, vr: 3 * Lk * D; q block, accumulators: 2 * QB * D; scores: KB; m, l: 2 * QB. */
-    A *buf = malloc(sizeof(A) * ((size_t)(3 * Lk * D) + (size_t)(2 * QB * D) + KB + 2 * QB));
+    /* kr, vr: 2 * Lk * D; kt: Lkp * D; q block, accumulators: 2 * QB * D; scores: KB; m, l: 2 * QB. */
+    A *buf = malloc(sizeof(A) * ((size_t)((2 * Lk + Lkp) * D) + (size_t)(2 * QB * D) + KB + 2 * QB));
     if (!buf)
         return FILO_FAIL(FILO_ERR_OOM, "out of host memory for K and V of %lld x %d", (long long)Lk, D);
-    A *kr = buf, *kt = kr + Lk * D, *vr = kt + Lk * D, *qb = vr + Lk * D, *ob = qb + QB * D, *s = ob + QB * D;
+    A *kr = buf, *vr = kr + Lk * D, *kt = vr + Lk * D, *qb = kt + Lkp * D, *ob = qb + QB * D, *s = ob + QB * D;
     A *mrow = s + KB, *lrow = mrow + QB;
     drop_row dr = {.seed = d->seed, .offset = d->offset, .threshold = filo_dropout_threshold(d->dropout_p),
                    .block = UINT64_MAX};
 
     for (int64_t b = 0; b < d->B; b++) {
-        int64_t n = key_length(d, b);
+        int64_t n = key_length(d, b), np = ATTN_FN(round_up)(n);
         for (int64_t h = 0; h < H; h++) {
-            ATTN_FN(load_kv)(d, b, h, n, kr, kt, vr, NULL);
+            ATTN_FN(load_kv)(d, b, h, n, np, kr, kt, vr, NULL);
             int64_t bh = b * H + h;
             for (int64_t i0 = 0; i0 < Lq; i0 += QB) {
                 int rows = (int)(Lq - i0 < QB ? Lq - i0 : QB);
-                for (int r = 0; r < rows; r++)
-                    ATTN_FN(load_row)(qb + r * D, row_ptr(&d->q, d->dtype, b, h, i0 + r), d->dtype, D);
-                memset(ob, 0, sizeof(A) * (size_t)(rows * D));
                 for (int r = 0; r < rows; r++) {
+                    A *qr = qb + r * D;
+                    ATTN_FN(load_row)(qr, row_ptr(&d->q, d->dtype, b, h, i0 + r), d->dtype, D);
+                    for (int c = 0; c < D; c++)
+                        qr[c] *= scale;
                     mrow[r] = -INFINITY;
                     lrow[r] = 0;
                 }
+                memset(ob, 0, sizeof(A) * (size_t)(rows * D));
                 int64_t kend = n;
                 if (d->causal && kend > i0 + rows)
                     kend = i0 + rows;
@@ -207,7 +259,7 @@ static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
                         if (jend <= j0)
                             continue;
                         int m = (int)(jend - j0);
-                        ATTN_FN(scores)(s, qb + r * D, kt, n, j0, m, D, scale);
+                        ATTN_FN(scores)(s, qb + r * D, kt, np, j0, (int)ATTN_FN(round_up)(m), D);
                         A mx = mrow[r];
                         for (int jj = 0; jj < m; jj++)
                             mx = s[jj] > mx ? s[jj] : mx;
@@ -218,21 +270,12 @@ static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
                         }
                         mrow[r] = mx;
                         lrow[r] = lrow[r] * alpha + sum;
-                        A *restrict o = ob + r * D;
-                        if (alpha != (A)1)
-                            for (int c = 0; c < D; c++)
-                                o[c] *= alpha;
                         if (dropout) {
                             dr.base = (uint64_t)((bh * Lq + i) * Lk);
                             for (int jj = 0; jj < m; jj++)
                                 s[jj] = drop_keep(&dr, j0 + jj) ? s[jj] * keep_scale : (A)0;
                         }
-                        for (int jj = 0; jj < m; jj++) {
-                            A p = s[jj];
-                            const A *restrict vj = vr + (j0 + jj) * D;
-                            for (int c = 0; c < D; c++)
-                                o[c] += p * vj[c];
-                        }
+                        ATTN_FN(gemv_t)(ob + r * D, alpha, s, vr + j0 * D, m, D);
                     }
                 }
                 for (int r = 0; r < rows; r++) {
@@ -253,37 +296,40 @@ static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
 static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
 {
     const int D = d->D;
-    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk;
+    const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, Lkp = ATTN_FN(round_up)(Lk);
     const A scale = (A)d->scale;
     const int dropout = d->dropout_p > 0;
     const A keep_scale = d->dropout_p < 1 ? (A)(1.0 / (1.0 - d->dropout_p)) : (A)0;
     filo_dtype lt = d->dtype == FILO_F64 ? FILO_F64 : FILO_F32;
     size_t es = filo_el_size(d->dtype);
-    /* kr, kt, vr, vt, dk, dv: 6 * Lk * D; q, dout, dq rows: 3 * QB * D; 3 score rows of KB;
-     * lse and delta: 2 * QB. */
-    size_t count = (size_t)(6 * Lk * D) + (size_t)(3 * QB * D) + 3 * KB + 2 * QB;
+    /* kr, vr, dk, dv: 4 * Lk * D; kt, vt: 2 * Lkp * D; q, scaled q, dout, dq rows: 4 * QB * D;
+     * 3 score rows of KB; lse and delta: 2 * QB. */
+    size_t count = (size_t)((4 * Lk + 2 * Lkp) * D) + (size_t)(4 * QB * D) + 3 * KB + 2 * QB;
     A *buf = malloc(sizeof(A) * count);
     if (!buf)
         return FILO_FAIL(FILO_ERR_OOM, "out of host memory for K and V of %lld x %d", (long long)Lk, D);
-    A *kr = buf, *kt = kr + Lk * D, *vr = kt + Lk * D, *vt = vr + Lk * D, *dkb = vt + Lk * D, *dvb = dkb + Lk * D;
-    A *qb = dvb + Lk * D, *gb = qb + QB * D, *dqb = gb + QB * D, *p = dqb + QB * D, *dp = p + KB, *pd = dp + KB;
-    A *lse = pd + KB, *delta = lse + QB;
+    A *kr = buf, *vr = kr + Lk * D, *dkb = vr + Lk * D, *dvb = dkb + Lk * D, *kt = dvb + Lk * D, *vt = kt + Lkp * D;
+    A *qb = vt + Lkp * D, *qsb = qb + QB * D, *gb = qsb + QB * D, *dqb = gb + QB * D, *p = dqb + QB * D, *dp = p + KB;
+    A *pd = dp + KB, *lse = pd + KB, *delta = lse + QB;
     A *orow = dqb; /* out rows are read into dq's rows before dq is accumulated there */
     drop_row dr = {.seed = d->seed, .offset = d->offset, .threshold = filo_dropout_threshold(d->dropout_p),
                    .block = UINT64_MAX};
 
     for (int64_t b = 0; b < d->B; b++) {
-        int64_t n = key_length(d, b);
+        int64_t n = key_length(d, b), np = ATTN_FN(round_up)(n);
         for (int64_t h = 0; h < H; h++) {
             int64_t bh = b * H + h;
-            ATTN_FN(load_kv)(d, b, h, n, kr, kt, vr, vt);
+            ATTN_FN(load_kv)(d, b, h, n, np, kr, kt, vr, vt);
             memset(dkb, 0, sizeof(A) * (size_t)(n * D));
             memset(dvb, 0, sizeof(A) * (size_t)(n * D));
             for (int64_t i0 = 0; i0 < Lq; i0 += QB) {
                 int rows = (int)(Lq - i0 < QB ? Lq - i0 : QB);
                 for (int r = 0; r < rows; r++) {
                     int64_t row = bh * Lq + i0 + r;
-                    ATTN_FN(load_row)(qb + r * D, row_ptr(&d->q, d->dtype, b, h, i0 + r), d->dtype, D);
+                    A *qr = qb + r * D;
+                    ATTN_FN(load_row)(qr, row_ptr(&d->q, d->dtype, b, h, i0 + r), d->dtype, D);
+                    for (int c = 0; c < D; c++)
+                        qsb[r * D + c] = qr[c] * scale;
                     ATTN_FN(load_row)(gb + r * D, row_ptr(&d->dout, d->dtype, b, h, i0 + r), d->dtype, D);
                     ATTN_FN(load_row)(orow + r * D, (const char *)d->out + row * D * (int64_t)es, d->dtype, D);
                     A dl = 0;
@@ -303,10 +349,10 @@ static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
                             jend = i + 1;
                         if (jend <= j0 || lse[r] == -INFINITY)
                             continue;
-                        int m = (int)(jend - j0);
-                        const A *restrict qr = qb + r * D, *restrict gr = gb + r * D;
-                        ATTN_FN(scores)(p, qr, kt, n, j0, m, D, scale);
-                        ATTN_FN(scores)(dp, gr, vt, n, j0, m, D, (A)1);
+                        int m = (int)(jend - j0), mp = (int)ATTN_FN(round_up)(m);
+                        const A *qr = qb + r * D, *gr = gb + r * D;
+                        ATTN_FN(scores)(p, qsb + r * D, kt, np, j0, mp, D);
+                        ATTN_FN(scores)(dp, gr, vt, np, j0, mp, D);
                         if (dropout)
                             dr.base = (uint64_t)((bh * Lq + i) * Lk);
                         for (int jj = 0; jj < m; jj++) {
@@ -316,17 +362,11 @@ static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
                             /* dS, pre-multiplied by the scale of S = scale * Q K^T */
                             p[jj] = pj * (dp[jj] * mk - delta[r]) * scale;
                         }
-                        A *restrict dq = dqb + r * D;
+                        ATTN_FN(gemv_t)(dqb + r * D, (A)1, p, kr + j0 * D, m, D);
                         for (int jj = 0; jj < m; jj++) {
                             int64_t j = j0 + jj;
-                            A ds = p[jj], pdj = pd[jj];
-                            const A *restrict kj = kr + j * D;
-                            A *restrict dkj = dkb + j * D, *restrict dvj = dvb + j * D;
-                            for (int c = 0; c < D; c++) {
-                                dq[c] += ds * kj[c];
-                                dkj[c] += ds * qr[c];
-                                dvj[c] += pdj * gr[c];
-                            }
+                            ATTN_FN(axpy)(dkb + j * D, p[jj], qr, D);
+                            ATTN_FN(axpy)(dvb + j * D, pd[jj], gr, D);
                         }
                     }
                 }
@@ -351,5 +391,7 @@ static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
     return FILO_OK;
 }
 
+#undef VL
+#undef V
 #undef A
 #endif
