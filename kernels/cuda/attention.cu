@@ -15,7 +15,8 @@
  * shared memory, then walks the key tiles: K tile -> S = scale * Q K^T in registers, masked to
  * -inf (padding j >= len[b], causal j > i), online softmax (row max and sum across the 16
  * threads of a row by shuffles; running m and l and the O accumulator rescaled in registers),
- * dropout applied to P (Philox per element, runtime/element.h's rule), P to shared memory, then
+ * dropout applied to P (the tile's keep decisions are filled into shared memory beside the
+ * K load, one Philox block per element by runtime/element.h's rule), P to shared memory, then
  * the V tile into the same buffer and O += P V. Never materializes Lq x Lk. Writes
  * out = O / l (0 for a row with no valid key) and lse = m + log l (-inf). Causal and padding
  * limits skip whole key tiles.
@@ -181,11 +182,20 @@ __device__ __forceinline__ float row_sum(float v)
     return v;
 }
 
-/* The dropout factor of element (bh, i, j): 1 / (1 - p) when kept, 0 when dropped. */
-template <class T> __device__ __forceinline__ float drop_factor(const attn_args<T> &a, int bh, int i, int j)
+/* keep[e] = the dropout decision of element (bh, q0 + ii, k0 + jj) of a tile, e = ii * nk + jj
+ * (query-major) or jj * nq + ii (KEY_MAJOR). Filled once per tile by a plain loop beside the tile
+ * loads, so the Philox code is not unrolled into the register-blocked products. */
+template <bool KEY_MAJOR, class T>
+__device__ __forceinline__ void fill_keep(const attn_args<T> &a, unsigned char *keep, int bh, int q0, int k0, int nq,
+                                          int nk)
 {
-    uint64_t idx = ((uint64_t)bh * (uint64_t)a.Lq + (uint64_t)i) * (uint64_t)a.Lk + (uint64_t)j;
-    return filo_dropout_keep(a.seed, a.offset, idx, a.threshold) ? a.keep_scale : 0.0f;
+#pragma unroll 1
+    for (int e = threadIdx.x; e < nq * nk; e += THREADS) {
+        const int ii = KEY_MAJOR ? e % nq : e / nk, jj = KEY_MAJOR ? e / nq : e % nk;
+        const int i = q0 + ii, j = k0 + jj;
+        const uint64_t idx = ((uint64_t)bh * (uint64_t)a.Lq + (uint64_t)i) * (uint64_t)a.Lk + (uint64_t)j;
+        keep[e] = i < a.Lq && j < a.Lk && filo_dropout_keep(a.seed, a.offset, idx, a.threshold);
+    }
 }
 
 template <class T, int D, int BQ, int BK>
@@ -194,6 +204,7 @@ __global__ void __launch_bounds__(THREADS) attn_fwd_kernel(attn_args<T> a)
     const int RM = BQ / TY, RN = BK / TX, RD = D / TX, PD = D + 1, PP = BK + 1;
     FILO_DYNAMIC_SHARED(float, smem);
     float *Qs = smem, *KVs = Qs + BQ * PD, *Ps = KVs + BK * PD;
+    unsigned char *keep = (unsigned char *)(Ps + BQ * PP); /* [BQ][BK] dropout decisions */
     const int bh = blockIdx.x, b = bh / a.H, h = bh % a.H, q0 = blockIdx.y * BQ;
     const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
     const int n = key_len(a, b);
@@ -218,6 +229,8 @@ __global__ void __launch_bounds__(THREADS) attn_fwd_kernel(attn_args<T> a)
         const int kvalid = min(BK, kend - j0);
         __syncthreads(); /* the previous tile's P V is done with KVs and Ps */
         load_tile<T, D>(KVs, kp, a.k_sl, j0, kvalid, BK);
+        if (a.dropout)
+            fill_keep<false>(a, keep, bh, q0, j0, BQ, BK);
         __syncthreads();
         float s[RM][RN];
 #pragma unroll
@@ -256,8 +269,8 @@ __global__ void __launch_bounds__(THREADS) attn_fwd_kernel(attn_args<T> a)
 #pragma unroll
             for (int c = 0; c < RN; c++) {
                 float p = s[r][c];
-                if (a.dropout && p != 0.0f)
-                    p *= drop_factor(a, bh, i, j0 + tx + TX * c);
+                if (a.dropout)
+                    p *= keep[(ty + TY * r) * BK + tx + TX * c] ? a.keep_scale : 0.0f;
                 Ps[(ty + TY * r) * PP + tx + TX * c] = p;
             }
         }
@@ -312,6 +325,7 @@ __global__ void __launch_bounds__(THREADS) attn_bwd_dkdv_kernel(attn_args<T> a)
     FILO_DYNAMIC_SHARED(float, smem);
     float *Ks = smem, *Vs = Ks + BK * PD, *Qs = Vs + BK * PD, *Gs = Qs + BQ * PD;
     float *Pt = Gs + BQ * PD, *St = Pt + BK * PT, *lse_s = St + BK * PT, *delta_s = lse_s + BQ;
+    unsigned char *keep = (unsigned char *)(delta_s + BQ); /* [BK][BQ] dropout decisions */
     const int bh = blockIdx.x, b = bh / a.H, h = bh % a.H, k0 = blockIdx.y * BK;
     const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
     const int n = key_len(a, b);
@@ -344,6 +358,8 @@ __global__ void __launch_bounds__(THREADS) attn_bwd_dkdv_kernel(attn_args<T> a)
                 lse_s[r] = r < qvalid ? a.lse[row] : -INFINITY;
                 delta_s[r] = r < qvalid ? a.delta[row] : 0.0f;
             }
+            if (a.dropout)
+                fill_keep<true>(a, keep, bh, q0, k0, BQ, BK);
             __syncthreads();
             float s[RM][RN], dp[RM][RN];
 #pragma unroll
@@ -366,7 +382,7 @@ __global__ void __launch_bounds__(THREADS) attn_bwd_dkdv_kernel(attn_args<T> a)
                     float p = 0.0f, pd = 0.0f, ds = 0.0f;
                     if (ok) {
                         p = expf(s[r][c] * a.scale - lse);
-                        const float mk = a.dropout ? drop_factor(a, bh, i, j) : 1.0f;
+                        const float mk = a.dropout ? (keep[jj * BQ + ii] ? a.keep_scale : 0.0f) : 1.0f;
                         pd = p * mk;
                         ds = p * (dp[r][c] * mk - delta_s[ii]) * a.scale;
                     }
@@ -400,6 +416,7 @@ __global__ void __launch_bounds__(THREADS) attn_bwd_dq_kernel(attn_args<T> a)
     FILO_DYNAMIC_SHARED(float, smem);
     float *Qs = smem, *Gs = Qs + BQ * PD, *Ks = Gs + BQ * PD, *Vs = Ks + BK * PD;
     float *Ss = Vs + BK * PD, *lse_s = Ss + BQ * PS, *delta_s = lse_s + BQ;
+    unsigned char *keep = (unsigned char *)(delta_s + BQ); /* [BQ][BK] dropout decisions */
     const int bh = blockIdx.x, b = bh / a.H, h = bh % a.H, q0 = blockIdx.y * BQ;
     const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
     const int n = key_len(a, b);
@@ -430,6 +447,8 @@ __global__ void __launch_bounds__(THREADS) attn_bwd_dq_kernel(attn_args<T> a)
         __syncthreads(); /* the previous tile's dS K is done with Ks and Ss */
         load_tile<T, D>(Ks, kp, a.k_sl, j0, kvalid, BK);
         load_tile<T, D>(Vs, vp, a.v_sl, j0, kvalid, BK);
+        if (a.dropout)
+            fill_keep<false>(a, keep, bh, q0, j0, BQ, BK);
         __syncthreads();
         float s[RM][RN], dp[RM][RN];
 #pragma unroll
@@ -452,7 +471,7 @@ __global__ void __launch_bounds__(THREADS) attn_bwd_dq_kernel(attn_args<T> a)
                 float ds = 0.0f;
                 if (ok) {
                     const float p = expf(s[r][c] * a.scale - lse);
-                    const float mk = a.dropout ? drop_factor(a, bh, i, j) : 1.0f;
+                    const float mk = a.dropout ? (keep[ii * BK + jj] ? a.keep_scale : 0.0f) : 1.0f;
                     ds = p * (dp[r][c] * mk - delta) * a.scale;
                 }
                 Ss[ii * PS + jj] = ds;
@@ -531,7 +550,7 @@ template <class T, int D> filo_status forward(const filo_attention_desc *d, cuda
     attn_args<T> a = make_args<T>(d);
     int64_t qt = (d->Lq + BQ - 1) / BQ;
     FILO_TRY(check_grid("filo_cuda_attention_forward", qt));
-    size_t smem = sizeof(float) * ((size_t)(BQ + BK) * (D + 1) + (size_t)BQ * (BK + 1));
+    size_t smem = sizeof(float) * ((size_t)(BQ + BK) * (D + 1) + (size_t)BQ * (BK + 1)) + (size_t)BQ * BK;
     FILO_TRY(smem_opt_in(attn_fwd_kernel<T, D, BQ, BK>, smem));
     FILO_LAUNCH((attn_fwd_kernel<T, D, BQ, BK>), dim3((unsigned)(d->B * d->H), (unsigned)qt), THREADS, smem, s)(a);
     return filo_cuda_check_launch("filo_cuda_attention_forward");
@@ -549,7 +568,8 @@ template <class T, int D> filo_status backward(const filo_attention_desc *d, cud
     const int KQ = tiles<D>::KVQ, KK = tiles<D>::KVK;
     int64_t kt = (d->Lk + KK - 1) / KK;
     FILO_TRY(check_grid(where, kt));
-    size_t smem = sizeof(float) * ((size_t)(2 * KK + 2 * KQ) * (D + 1) + (size_t)2 * KK * (KQ + 1) + 2 * KQ);
+    size_t smem = sizeof(float) * ((size_t)(2 * KK + 2 * KQ) * (D + 1) + (size_t)2 * KK * (KQ + 1) + 2 * KQ) +
+                  (size_t)KQ * KK;
     FILO_TRY(smem_opt_in(attn_bwd_dkdv_kernel<T, D, KQ, KK>, smem));
     FILO_LAUNCH((attn_bwd_dkdv_kernel<T, D, KQ, KK>), dim3(bh, (unsigned)kt), THREADS, smem, s)(a);
     FILO_TRY(filo_cuda_check_launch(where));
@@ -557,7 +577,7 @@ template <class T, int D> filo_status backward(const filo_attention_desc *d, cud
     const int QQ = tiles<D>::DQQ, QK = tiles<D>::DQK;
     int64_t qt = (d->Lq + QQ - 1) / QQ;
     FILO_TRY(check_grid(where, qt));
-    smem = sizeof(float) * ((size_t)(2 * QQ + 2 * QK) * (D + 1) + (size_t)QQ * (QK + 1) + 2 * QQ);
+    smem = sizeof(float) * ((size_t)(2 * QQ + 2 * QK) * (D + 1) + (size_t)QQ * (QK + 1) + 2 * QQ) + (size_t)QQ * QK;
     FILO_TRY(smem_opt_in(attn_bwd_dq_kernel<T, D, QQ, QK>, smem));
     FILO_LAUNCH((attn_bwd_dq_kernel<T, D, QQ, QK>), dim3(bh, (unsigned)qt), THREADS, smem, s)(a);
     return filo_cuda_check_launch(where);
