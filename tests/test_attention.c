@@ -579,6 +579,41 @@ Test(attention, empty_shapes)
     }
 }
 
+/* ---- key lengths out of range on CUDA: clamped (no host sync to check them) ---- */
+
+Test(attention, cuda_clamps_key_lengths)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    int64_t sq[4] = {2, 1, 7, 32}, sk[4] = {2, 1, 9, 32}, two = 2;
+    double qv[2 * 7 * 32], kv[2 * 9 * 32], bad[2] = {-3, 99}, clamped[2] = {0, 9};
+    filo_test_fill_random(qv, 2 * 7 * 32, 5, -1, 1);
+    filo_test_fill_random(kv, 2 * 9 * 32, 6, -1, 1);
+    double *want = NULL;
+    for (int b = 0; b < nb; b++) {
+        int cuda = devs[b].type == FILO_DEVICE_CUDA;
+        filo_tensor *q = filo_test_upload(devs[b], FILO_F32, 4, sq, qv), *k = filo_test_upload(devs[b], FILO_F32, 4, sk, kv);
+        filo_tensor *lens = filo_test_upload(devs[b], FILO_I32, 1, &two, cuda ? bad : clamped), *o, *lse;
+        filo_attention_mask mask = {lens, 0};
+        FILO_CHECK(filo_attention_forward(q, k, k, &mask, 0.2, 0.0, NULL, &o, &lse, NULL));
+        double *got = filo_test_download(o);
+        if (!want) {
+            want = got;
+        } else {
+            for (int64_t i = 0; i < 2 * 7 * 32; i++)
+                cr_assert(fabs(got[i] - want[i]) <= 1e-5 * (1 + fabs(want[i])), "%s: out[%lld] = %g, want %g",
+                          filo_test_backend_name(devs[b]), (long long)i, got[i], want[i]);
+            free(got);
+        }
+        filo_tensor_free(q);
+        filo_tensor_free(k);
+        filo_tensor_free(lens);
+        filo_tensor_free(o);
+        filo_tensor_free(lse);
+    }
+    free(want);
+}
+
 /* ---- bad inputs ---- */
 
 static filo_tensor *cpu_tensor(filo_dtype t, int ndim, const int64_t *shape)
