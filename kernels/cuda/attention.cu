@@ -31,8 +31,8 @@
  *    dV += Pd^T dO, dK += scale dS^T Q.
  *  attn_bwd_dq_kernel<T, D, BQ, BK>: grid (B * H, ceil(Lq / BQ)); a block owns BQ queries and
  *    walks the key tiles in order: recomputes dS the same way and dQ += scale dS K.
- *  Recomputing S and dP in the dQ pass costs 2 of the backward's 7 products (FLOPs
- *  10 * B * H * Lq * Lk * D in all) and buys determinism over FlashAttention-2's atomic dQ.
+ *  Recomputing S and dP in the dQ pass makes 7 tile products (14 * B * H * Lq * Lk * D FLOPs)
+ *  instead of FlashAttention-2's 5 (10 * ...): the price of a deterministic dQ without atomics.
  *
  * Tiles (BQ x BK), picked per D so that no kernel spills for sm_80/sm_90 and shared memory
  * stays small (the D = 128 kernels opt in to more than 48 KiB):
