@@ -268,6 +268,48 @@ static double bytes_grad_norm(filo_dtype t, const int64_t *d)
     return (double)d[0] * (double)d[1] * 4;
 }
 
+/* ---- fused attention, dims {B, H, L, D}, no mask, no dropout ----
+ * FLOPs: forward 4*B*H*L*L*D (QK^T and PV); backward counted as 2.5x the forward (FlashAttention's
+ * convention: dV, dP, dS->dQ, dK), whatever the kernel actually recomputes. Bytes: Q, K, V, out
+ * (and dout, dQ, dK, dV in backward) once each. */
+
+static filo_status setup_attention(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    BENCH_TRY(new_ctx(dims, ctx));
+    tensors_ctx *c = *ctx;
+    for (int i = 0; i < 4; i++) /* q, k, v, dout */
+        BENCH_TRY(add_tensor(c, d, t, 4, dims, -1.0, 1.0));
+    filo_tensor *out = NULL, *lse = NULL;
+    BENCH_TRY(filo_attention_forward(c->t[0], c->t[1], c->t[2], NULL, 0.125, 0.0, NULL, &out, &lse, NULL));
+    c->t[c->n++] = out;
+    c->t[c->n++] = lse;
+    return FILO_OK;
+}
+
+static filo_status run_attention_fwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *o[2] = {NULL};
+    return free_outputs(filo_attention_forward(c->t[0], c->t[1], c->t[2], NULL, 0.125, 0.0, NULL, &o[0], &o[1], NULL),
+                        o, 2);
+}
+
+static filo_status run_attention_bwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *o[3] = {NULL};
+    filo_attention_dropout none = {0};
+    return free_outputs(filo_attention_backward(c->t[3], c->t[0], c->t[1], c->t[2], c->t[4], c->t[5], NULL, 0.125,
+                                                &none, &o[0], &o[1], &o[2]),
+                        o, 3);
+}
+
+static double attention_elems(const int64_t *d) { return (double)d[0] * d[1] * d[2] * d[3]; }
+static double bytes_attention_fwd(filo_dtype t, const int64_t *d) { return 4 * attention_elems(d) * el(t); }
+static double bytes_attention_bwd(filo_dtype t, const int64_t *d) { return 8 * attention_elems(d) * el(t); }
+static double flops_attention_fwd(const int64_t *d) { return 4.0 * attention_elems(d) * (double)d[2]; }
+static double flops_attention_bwd(const int64_t *d) { return 2.5 * flops_attention_fwd(d); }
+
 static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
 static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
 static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
@@ -285,6 +327,11 @@ static const bench_case adam_case = {"adamw step (+bf16 copy)", setup_adam, run_
 static const bench_case grad_norm_case = {"grad norm", setup_adam, run_grad_norm, teardown_adam, bytes_grad_norm,
                                           NULL};
 
+static const bench_case attn_fwd_case = {"attention fwd", setup_attention, run_attention_fwd, teardown_tensors,
+                                         bytes_attention_fwd, flops_attention_fwd};
+static const bench_case attn_bwd_case = {"attention bwd", setup_attention, run_attention_bwd, teardown_tensors,
+                                         bytes_attention_bwd, flops_attention_bwd};
+
 /* Shapes: tokens x hidden for row ops, the attention probabilities' rows x seq for softmax. */
 #define BASE_ROWS(c) {4096, c, 0, 0}
 #define MINI_ROWS(c) {2048, c, 0, 0}
@@ -299,6 +346,11 @@ const bench_entry bench_entries[] = {
     {&ln_fwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_bwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&mm_bias_case, FILO_BF16, {4096, 2304, 768, 0}, {2048, 768, 256, 0}, {33, 65, 17, 0}},
+    {&attn_fwd_case, FILO_BF16, {32, 12, 128, 64}, {16, 4, 128, 64}, {1, 2, 33, 64}},
+    {&attn_bwd_case, FILO_BF16, {32, 12, 128, 64}, {16, 4, 128, 64}, {1, 2, 33, 64}},
+    /* seq 512, head dim 64: the size FlashAttention-2's published figures use */
+    {&attn_fwd_case, FILO_BF16, {8, 12, 512, 64}, {2, 4, 512, 64}, {1, 1, 65, 64}},
+    {&attn_bwd_case, FILO_BF16, {8, 12, 512, 64}, {2, 4, 512, 64}, {1, 1, 65, 64}},
     /* BERT-base has 110M parameters, BERT-mini 11M: as 16 equal tensors. */
     {&adam_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},
     {&grad_norm_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},

@@ -81,7 +81,8 @@ int filo_bench_kernels_main(int argc, char **argv)
     if ((st = bench_measure_ceilings(&opt, &ceil)) != FILO_OK)
         return fail("ceilings", st);
     printf("device %s: %s; shapes %s; median of %d runs after %d warm-up\n", dev, info.name,
-           opt.quick ? "quick" : shapes, opt.reps, opt.warmup);
+           opt.quick ? "quick (too small for the rates to mean anything: a smoke test)" : shapes, opt.reps,
+           opt.warmup);
     printf("ceilings: copy %.1f GB/s (read + write); GEMM f32 %.2f TFLOP/s", ceil.copy_bytes_per_s * 1e-9,
            ceil.gemm_flops_per_s[FILO_F32] * 1e-12);
     if (opt.device.type == FILO_DEVICE_CUDA)

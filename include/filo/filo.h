@@ -12,6 +12,7 @@
 #include "filo/reduce.h"
 #include "filo/norm.h"
 #include "filo/optim.h"
+#include "filo/attention.h"
 #include "filo/matmul.h"
 
 #define FILO_VERSION_MAJOR 0

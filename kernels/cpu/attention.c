@@ -16,6 +16,8 @@
  *   dK = scale * dS^T Q, with Pd = P .* M / (1 - p) the dropped probabilities.
  * Sums run in a fixed order (keys ascending for dq, queries ascending for dk/dv).
  *
+ * The (b, h) pairs are spread over the CPU pool (runtime/parallel.h), each with its own buffers.
+ *
  * Compute type: float for f32/bf16/f16, double for f64 (this file instantiates its body twice by
  * including itself). Results are rounded once at the store. */
 #ifndef ATTN_ACC
@@ -27,8 +29,16 @@
 #include "attention_backend.h"
 #include "element.h"
 #include "error.h"
+#include "parallel.h"
 
 enum { QB = 16, KB = 64 };
+
+/* A range of (b, h) pairs on one pool thread: each pair is independent and writes its own rows
+ * of every output, so any split gives the same bits. */
+typedef struct attn_job {
+    const filo_attention_desc *d;
+    int failed; /* a thread could not allocate its buffers */
+} attn_job;
 
 static int64_t key_length(const filo_attention_desc *d, int64_t b)
 {
@@ -214,8 +224,11 @@ static A ATTN_FN(exp_)(A x) { return sizeof(A) == sizeof(double) ? (A)exp((doubl
 
 static int64_t ATTN_FN(round_up)(int64_t n) { return (n + VL - 1) / VL * VL; }
 
-static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
+static void ATTN_FN(attn_forward_range)(void *ctx, int chunk, int64_t bh0, int64_t bh1)
 {
+    (void)chunk;
+    attn_job *job = ctx;
+    const filo_attention_desc *d = job->d;
     const int D = d->D;
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, Lkp = ATTN_FN(round_up)(Lk);
     const A scale = (A)d->scale;
@@ -225,18 +238,20 @@ static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
     size_t es = filo_el_size(d->dtype);
     /* kr, vr: 2 * Lk * D; kt: Lkp * D; q block, accumulators: 2 * QB * D; scores: KB; m, l: 2 * QB. */
     A *buf = malloc(sizeof(A) * ((size_t)((2 * Lk + Lkp) * D) + (size_t)(2 * QB * D) + KB + 2 * QB));
-    if (!buf)
-        return FILO_FAIL(FILO_ERR_OOM, "out of host memory for K and V of %lld x %d", (long long)Lk, D);
+    if (!buf) {
+        job->failed = 1;
+        return;
+    }
     A *kr = buf, *vr = kr + Lk * D, *kt = vr + Lk * D, *qb = kt + Lkp * D, *ob = qb + QB * D, *s = ob + QB * D;
     A *mrow = s + KB, *lrow = mrow + QB;
     drop_row dr = {.seed = d->seed, .offset = d->offset, .threshold = filo_dropout_threshold(d->dropout_p),
                    .block = UINT64_MAX};
 
-    for (int64_t b = 0; b < d->B; b++) {
+    for (int64_t bh = bh0; bh < bh1; bh++) {
+        int64_t b = bh / H, h = bh % H;
         int64_t n = key_length(d, b), np = ATTN_FN(round_up)(n);
-        for (int64_t h = 0; h < H; h++) {
+        {
             ATTN_FN(load_kv)(d, b, h, n, np, kr, kt, vr, NULL);
-            int64_t bh = b * H + h;
             for (int64_t i0 = 0; i0 < Lq; i0 += QB) {
                 int rows = (int)(Lq - i0 < QB ? Lq - i0 : QB);
                 for (int r = 0; r < rows; r++) {
@@ -290,11 +305,13 @@ static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
         }
     }
     free(buf);
-    return FILO_OK;
 }
 
-static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
+static void ATTN_FN(attn_backward_range)(void *ctx, int chunk, int64_t bh0, int64_t bh1)
 {
+    (void)chunk;
+    attn_job *job = ctx;
+    const filo_attention_desc *d = job->d;
     const int D = d->D;
     const int64_t H = d->H, Lq = d->Lq, Lk = d->Lk, Lkp = ATTN_FN(round_up)(Lk);
     const A scale = (A)d->scale;
@@ -306,8 +323,10 @@ static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
      * 3 score rows of KB; lse and delta: 2 * QB. */
     size_t count = (size_t)((4 * Lk + 2 * Lkp) * D) + (size_t)(4 * QB * D) + 3 * KB + 2 * QB;
     A *buf = malloc(sizeof(A) * count);
-    if (!buf)
-        return FILO_FAIL(FILO_ERR_OOM, "out of host memory for K and V of %lld x %d", (long long)Lk, D);
+    if (!buf) {
+        job->failed = 1;
+        return;
+    }
     A *kr = buf, *vr = kr + Lk * D, *dkb = vr + Lk * D, *dvb = dkb + Lk * D, *kt = dvb + Lk * D, *vt = kt + Lkp * D;
     A *qb = vt + Lkp * D, *qsb = qb + QB * D, *gb = qsb + QB * D, *dqb = gb + QB * D, *p = dqb + QB * D, *dp = p + KB;
     A *pd = dp + KB, *lse = pd + KB, *delta = lse + QB;
@@ -315,10 +334,10 @@ static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
     drop_row dr = {.seed = d->seed, .offset = d->offset, .threshold = filo_dropout_threshold(d->dropout_p),
                    .block = UINT64_MAX};
 
-    for (int64_t b = 0; b < d->B; b++) {
+    for (int64_t bh = bh0; bh < bh1; bh++) {
+        int64_t b = bh / H, h = bh % H;
         int64_t n = key_length(d, b), np = ATTN_FN(round_up)(n);
-        for (int64_t h = 0; h < H; h++) {
-            int64_t bh = b * H + h;
+        {
             ATTN_FN(load_kv)(d, b, h, n, np, kr, kt, vr, vt);
             memset(dkb, 0, sizeof(A) * (size_t)(n * D));
             memset(dvb, 0, sizeof(A) * (size_t)(n * D));
@@ -388,7 +407,25 @@ static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
         }
     }
     free(buf);
+}
+
+static filo_status ATTN_FN(attn_run)(const filo_attention_desc *d, void (*range)(void *, int, int64_t, int64_t))
+{
+    attn_job job = {d, 0};
+    filo_parallel_for(d->B * d->H, 1, range, &job);
+    if (job.failed)
+        return FILO_FAIL(FILO_ERR_OOM, "out of host memory for K and V of %lld x %d", (long long)d->Lk, d->D);
     return FILO_OK;
+}
+
+static filo_status ATTN_FN(attn_forward)(const filo_attention_desc *d)
+{
+    return ATTN_FN(attn_run)(d, ATTN_FN(attn_forward_range));
+}
+
+static filo_status ATTN_FN(attn_backward)(const filo_attention_desc *d)
+{
+    return ATTN_FN(attn_run)(d, ATTN_FN(attn_backward_range));
 }
 
 #undef VL
