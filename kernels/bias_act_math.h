@@ -20,11 +20,20 @@
 #define FILO_GELU_SQRT_2_PI 0.79788456080286535588
 #define FILO_GELU_TANH_C 0.044715
 
+/* f32 a / b. On the GPU, __fdividef (2 ulp for b in [2^-126, 2^126], 0 above, where the exact
+ * quotients here are below 1e-36): the IEEE division's slow path is a called subroutine
+ * whose calling convention made ptxas spill in the backward kernel. */
+#if defined(__CUDA_ARCH__)
+#define FILO_GELU_FDIV(a, b) __fdividef((a), (b))
+#else
+#define FILO_GELU_FDIV(a, b) ((a) / (b))
+#endif
+
 FILO_HD float filo_gelu_f(float h, int approximate)
 {
     if (approximate) {
         float u = (float)FILO_GELU_SQRT_2_PI * (h + (float)FILO_GELU_TANH_C * h * h * h);
-        return h / (1.0f + expf(-2.0f * u));
+        return FILO_GELU_FDIV(h, 1.0f + expf(-2.0f * u));
     }
     return 0.5f * h * erfcf(-h * (float)FILO_GELU_SQRT1_2);
 }
@@ -33,7 +42,7 @@ FILO_HD float filo_gelu_grad_f(float h, int approximate)
 {
     if (approximate) {
         float u = (float)FILO_GELU_SQRT_2_PI * (h + (float)FILO_GELU_TANH_C * h * h * h);
-        float s = 1.0f / (1.0f + expf(-2.0f * u));
+        float s = FILO_GELU_FDIV(1.0f, 1.0f + expf(-2.0f * u));
         float du = (float)FILO_GELU_SQRT_2_PI * (1.0f + 3.0f * (float)FILO_GELU_TANH_C * h * h);
         return s + h * 2.0f * s * (1.0f - s) * du;
     }

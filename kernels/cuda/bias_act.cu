@@ -4,20 +4,23 @@
  *
  * bias_gelu_forward_kernel: 256 threads, a grid-stride loop over groups of 4 consecutive
  * elements, one vector load of x and one vector store of y per group when both are aligned to 4
- * elements (scalar otherwise, and for the tail). Traffic per element: read x, write y (the bias,
- * N values, stays in cache): 2 elements, a copy's traffic; erfcf/expf are below memory time.
+ * elements (scalar otherwise, and for the tail). Bytes moved for n elements of s bytes: read x,
+ * write y = 2 n s (the bias, N values, stays in cache): a copy's traffic; erfcf/expf per element
+ * cost less than the memory time on sm_80/sm_90.
  *
  * colwise_kernel (bias_gelu backward, dropout backward with dbias): block (32, 8), grid
  * (ceil(N / (32 V)), chunks) with chunks = filo_bias_act_chunks(rows). Thread (tx, ty) owns V
- * adjacent columns (V = 4 with one vector access when N % 4 == 0 and the pointers are aligned,
- * else 1) and rows ty, ty + 8, ... of its chunk; it writes dx and keeps the column sums in
- * registers. The 8 row lanes are added in order in shared memory and each chunk leaves one row
- * of partial sums; partial_reduce_kernel adds the chunks in order: no atomics, so dbias is
- * bitwise reproducible and independent of the GPU. Traffic per element: read dy (and x for
- * GELU), write dx: 2 (3) elements; plus chunks * N partial sums written and read once.
- * For dropout, V = 4 columns starting at a multiple of 4 of a row whose length is a multiple of
- * 4 are exactly one Philox block; with V = 1 each element draws its own block (4x the Philox
- * work, still the same mask: runtime/element.h's rule).
+ * adjacent columns, one vector access each (V = 4 for f32/bf16/f16, 2 for the f64 dropout,
+ * when N % V == 0 and the pointers are aligned; else V = 1), and rows ty, ty + 8, ... of its
+ * chunk: it writes dx and keeps the column sums in registers. The 8 row lanes are added in order
+ * in shared memory and each chunk leaves one row of partial sums; partial_reduce_kernel adds the
+ * chunks in order: no atomics, so dbias is bitwise reproducible and the same on every GPU.
+ * Bytes moved: GELU reads dy and x and writes dx = 3 n s; dropout reads dy and writes dx = 2 n s;
+ * plus the partial sums, chunks * N * (4 or 8) bytes written and read once (at most 128 rows of
+ * them, small next to n s for the large row counts where bandwidth matters).
+ * For dropout, V columns starting at a multiple of V of a row whose length is a multiple of V
+ * lie in one Philox block; with V = 1 each element draws its own block (4x the Philox work, the
+ * same mask: runtime/element.h's rule).
  *
  * bf16/f16 compute in f32 and round once at the store; f64 computes in double. */
 #include "compat.cuh"
@@ -129,7 +132,7 @@ colwise_kernel(const T *__restrict__ dy, const T *__restrict__ x, const B *__res
     int64_t c0 = ((int64_t)blockIdx.x * lanes_x + threadIdx.x) * V;
     int64_t r_end = ((int64_t)blockIdx.y + 1) * chunk_rows;
     r_end = r_end < rows ? r_end : rows;
-    bool active = c0 < cols; /* V == 4 only when cols % 4 == 0: then c0 + 3 < cols too */
+    bool active = c0 < cols; /* V > 1 only when cols % V == 0: then c0 + V - 1 < cols too */
     A acc[V], b[V];
     for (int k = 0; k < V; k++) {
         acc[k] = A(0);
@@ -147,14 +150,15 @@ colwise_kernel(const T *__restrict__ dy, const T *__restrict__ x, const B *__res
                     st(&out.v[k], v);
                 }
             } else {
+                /* V > 1: cols % V == 0 and c0 % V == 0, so i0 .. i0 + V - 1 share one Philox block. */
                 uint32_t bits[4] = {0, 0, 0, 0};
-                if (dp.mode == FILO_DROPOUT_MASK && V == 4)
+                if (dp.mode == FILO_DROPOUT_MASK && V > 1)
                     filo_philox_block(dp.offset + (uint64_t)i0 / 4u, 0, dp.seed, bits);
                 for (int k = 0; k < V; k++) {
                     int keep = dp.mode == FILO_DROPOUT_KEEP_ALL;
                     if (dp.mode == FILO_DROPOUT_MASK)
-                        keep = V == 4 ? filo_dropout_keep_bits(bits[k], dp.threshold)
-                                      : filo_dropout_keep(dp.seed, dp.offset, (uint64_t)(i0 + k), dp.threshold);
+                        keep = V > 1 ? filo_dropout_keep_bits(bits[(i0 & 3) + k], dp.threshold)
+                                     : filo_dropout_keep(dp.seed, dp.offset, (uint64_t)(i0 + k), dp.threshold);
                     A v = keep ? mul_rn(ld(g.v[k]), dp.scale) : A(0);
                     acc[k] += v;
                     st(&out.v[k], v);
@@ -231,12 +235,16 @@ filo_status colwise(const T *dy, const T *x, const B *bias, T *dx, typename acc_
 {
     using A = typename acc_of<T>::type;
     int64_t chunks = filo_bias_act_chunks(rows), chunk_rows = (rows + chunks - 1) / chunks;
-    size_t vb = 4 * sizeof(T);
-    bool v4 = cols % 4 == 0 && aligned(dy, vb) && aligned(x, vb) && aligned(dx, vb);
-    int64_t per_block = lanes_x * (v4 ? 4 : 1);
+    /* 16-byte vectors for f32, 8-byte for bf16/f16 (4 elements keep a Philox block whole) and for
+     * the f64 dropout 16-byte ones. The f64 GELU stays scalar (still 256 coalesced bytes a warp):
+     * two elements of double erfc, whose division calls a slow-path subroutine, spill on sm_90. */
+    const int vw = sizeof(T) == 8 ? (KIND == 2 ? 2 : 1) : 4;
+    size_t vb = vw * sizeof(T);
+    bool vec = cols % vw == 0 && aligned(dy, vb) && aligned(x, vb) && aligned(dx, vb);
+    int64_t per_block = lanes_x * (vec ? vw : 1);
     dim3 grid((unsigned)((cols + per_block - 1) / per_block), (unsigned)chunks), block(lanes_x, lanes_y);
-    if (v4)
-        FILO_LAUNCH((colwise_kernel<T, B, KIND, 4>), grid, block, 0, s)(dy, x, bias, dx, partial, rows, cols, chunk_rows, dp);
+    if (vec)
+        FILO_LAUNCH((colwise_kernel<T, B, KIND, vw>), grid, block, 0, s)(dy, x, bias, dx, partial, rows, cols, chunk_rows, dp);
     else
         FILO_LAUNCH((colwise_kernel<T, B, KIND, 1>), grid, block, 0, s)(dy, x, bias, dx, partial, rows, cols, chunk_rows, dp);
     filo_status st = filo_cuda_check_launch(where);

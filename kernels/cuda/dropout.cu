@@ -9,9 +9,9 @@
  * output of the block is used once and the mask equals the CPU's whatever the launch shape.
  * When x, residual and y are aligned to 4 elements the group moves with one vector load/store per
  * tensor (16 bytes for f32, 8 for bf16/f16, 2 x 16 for f64); a tail group (n % 4) and unaligned
- * views take the scalar path. Traffic per element: read x (+ residual), write y: 2 (3) elements,
- * plus the bias (cols values, cache-resident) -- a copy's traffic. Philox costs ~10 rounds of
- * 2 multiplies per 4 elements, below the memory time on sm_80/sm_90.
+ * views take the scalar path. Bytes moved for n elements of s bytes: read x, write y = 2 n s
+ * (3 n s with a residual), plus the bias (cols values, cache-resident): a copy's traffic. Philox
+ * costs 10 rounds of 2 32x32 multiplies per 4 elements, below the memory time on sm_80/sm_90.
  *
  * Arithmetic in f32 (double for f64), in the CPU's order, with the multiply written as
  * __fmul_rn/__dmul_rn so nvcc cannot contract it with the residual add: bitwise equal to the CPU. */
