@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "filo/dropout.h"
 #include "filo/dtype.h"
 #include "filo/status.h"
 
@@ -42,13 +43,11 @@ typedef struct filo_dropout_desc {
 filo_status filo_cpu_dropout_apply(const filo_dropout_desc *d);
 filo_status filo_cuda_dropout_apply(const filo_dropout_desc *d, void *stream);
 
-/* Host helpers of kernels/dropout.c, shared with kernels/bias_act.c (not for .cu files). */
-#ifndef __CUDACC__
-#include "filo/dropout.h"
+/* ---- host helpers of kernels/dropout.c, shared with kernels/bias_act.c ---- */
 
 /* p in [0, 1] and a generator when p > 0; `op` names the caller in the message. */
 filo_status filo_dropout_check_p(const char *op, double p, const filo_generator *gen);
-/* p of a state from a forward, and a non-negative numel; `what` names the state argument. */
+/* A non-NULL state with p in [0, 1] and numel >= 0 (as a forward fills it). */
 filo_status filo_dropout_check_state(const char *op, const filo_dropout_state *state);
 /* The state a forward over n elements records, from gen (NULL only when p == 0). Does not
  * advance gen: the caller does (filo_generator_advance) once its call has succeeded. */
@@ -62,7 +61,6 @@ filo_status filo_dropout_apply_tensors(const char *op, const filo_tensor *x, con
                                        filo_tensor **y);
 /* The device's current native stream. */
 filo_status filo_dropout_native_stream(filo_device device, void **native);
-#endif
 
 #ifdef __cplusplus
 }
