@@ -15,11 +15,14 @@
  *
  * bias may be NULL (no bias; the backward then gives no dbias). residual may be NULL.
  * dtypes: x, residual, dy, y and dx are f32, f64, bf16 or f16, all the same; bias has x's dtype,
- * or f32 when x is bf16 or f16; dbias has the bias's dtype (for the dropout backward: x's dtype,
- * or f32 when bias_f32 is requested, see below). bf16/f16 compute in f32, f64 in double.
+ * or f32 when x is bf16 or f16; dbias has the bias's dtype (the dropout backward, which does not
+ * see the bias, takes it from with_bias: dy's dtype, or f32). bf16/f16 compute in f32, f64 in
+ * double. The bias + dropout + residual forward is bitwise the same on the CPU and CUDA (fixed
+ * operation order, no contraction); GELU goes through each backend's erfc/exp (a few ulp apart).
  *
  * dbias is reduced in a fixed order without atomics (bitwise reproducible run to run): on CUDA
- * each of min(rows/32, 128) row chunks leaves per-column partial sums, added in chunk order.
+ * each of min(ceil(rows / 32), 128) row chunks leaves per-column partial sums, added in chunk
+ * order; the CPU adds rows in order.
  *
  * Inputs may be any strided view; outputs are new contiguous tensors on x's device, owned by the
  * caller. Non-blocking on the device's current stream. */
@@ -47,8 +50,10 @@ filo_status filo_bias_dropout_residual_forward(const filo_tensor *x, const filo_
                                                const filo_tensor *residual, double p, filo_generator *gen,
                                                filo_tensor **y, filo_dropout_state *state);
 
-/* dy: y's shape. with_bias: 0 (dbias not written, may be NULL), 1 (dbias of dy's dtype) or
- * 2 (dbias in f32, for a bf16/f16 x whose bias was f32; same as 1 otherwise). */
+/* dy: y's shape (the mask covers state->numel elements in row-major order; dbias sums over the
+ * rows of dy's last dim). with_bias: 0 (no dbias; it may be NULL), 1 (dbias [N] of dy's dtype)
+ * or 2 (dbias [N] in f32, for a bf16/f16 x whose bias was f32; an f64 dy rejects it).
+ * d(residual) is dy itself: no tensor is made for it. */
 filo_status filo_bias_dropout_residual_backward(const filo_tensor *dy, const filo_dropout_state *state, int with_bias,
                                                 filo_tensor **dx, filo_tensor **dbias);
 

@@ -6,6 +6,7 @@
  * THE dropout rule of filo (runtime/element.h): Philox4x32-10 block (offset + i / 4) under key
  * seed, lane i % 4, kept when that 32-bit output is >= round(p * 2^32). The CPU and CUDA give
  * bitwise the same mask and the same values for the same (seed, offset), whatever the launch.
+ * A dropped element is set to 0 (selected, not multiplied: a NaN or inf there gives 0).
  *
  * The generator supplies (seed, offset) and is advanced past the numel(x) outputs used
  * (filo_generator_advance); the state records them, with p and numel(x), so the backward
