@@ -1,0 +1,49 @@
+/* CPU dropout transform (kernels/dropout_backend.h): the reference for kernels/cuda/dropout.cu.
+ *   y[i] = residual[i] + mask(i) * scale * (x[i] + bias[i % cols])
+ * in f32 (double for f64) with the operations in the kernel's order, so the two backends agree
+ * bitwise. mask(i) is the Philox rule of runtime/element.h, one block per 4 elements. */
+#include "dropout_backend.h"
+#include "element.h"
+
+static double load(const void *base, filo_dtype t, int64_t i)
+{
+    return filo_el_load_f((const char *)base + i * (int64_t)filo_el_size(t), t);
+}
+
+static void store(void *base, filo_dtype t, int64_t i, double v)
+{
+    filo_el_store_f((char *)base + i * (int64_t)filo_el_size(t), t, v);
+}
+
+filo_status filo_cpu_dropout_apply(const filo_dropout_desc *d)
+{
+    int f64 = d->dtype == FILO_F64;
+    float scale_f = (float)d->scale;
+    uint32_t r[4] = {0, 0, 0, 0};
+    int64_t c = 0;
+    for (int64_t i = 0; i < d->n; i++) {
+        int keep = d->mode == FILO_DROPOUT_KEEP_ALL;
+        if (d->mode == FILO_DROPOUT_MASK) {
+            if ((i & 3) == 0)
+                filo_philox_block(d->offset + (uint64_t)i / 4u, 0, d->seed, r);
+            keep = filo_dropout_keep_bits(r[i & 3], d->threshold);
+        }
+        double xv = load(d->x, d->dtype, i);
+        double bv = d->bias ? load(d->bias, d->bias_dtype, c) : 0.0;
+        double rv = d->residual ? load(d->residual, d->dtype, i) : 0.0;
+        double v;
+        if (f64) {
+            double h = d->bias ? xv + bv : xv;
+            double m = keep ? h * d->scale : 0.0;
+            v = d->residual ? m + rv : m;
+        } else {
+            float h = d->bias ? (float)xv + (float)bv : (float)xv;
+            float m = keep ? h * scale_f : 0.0f;
+            v = d->residual ? (float)(m + (float)rv) : m;
+        }
+        store(d->y, d->dtype, i, v);
+        if (++c == d->cols)
+            c = 0;
+    }
+    return FILO_OK;
+}
