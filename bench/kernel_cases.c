@@ -310,6 +310,49 @@ static double bytes_attention_bwd(filo_dtype t, const int64_t *d) { return 8 * a
 static double flops_attention_fwd(const int64_t *d) { return 4.0 * attention_elems(d) * (double)d[2]; }
 static double flops_attention_bwd(const int64_t *d) { return 2.5 * flops_attention_fwd(d); }
 
+/* ---- fused bias + GELU (erf form): forward reads x, writes y; backward reads dy and x, writes dx
+ * (plus dbias [cols]) ---- */
+
+static filo_status setup_bias_act(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    BENCH_TRY(setup_rows(d, t, dims, 2, 0, ctx)); /* x (or residual), dy */
+    tensors_ctx *c = *ctx;
+    return add_tensor(c, d, t, 1, &dims[1], -0.1, 0.1); /* bias */
+}
+
+static filo_status run_bias_gelu_fwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    return free_outputs(filo_bias_gelu_forward(c->t[0], c->t[2], 0, &y), &y, 1);
+}
+
+static filo_status run_bias_gelu_bwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *o[2] = {NULL};
+    return free_outputs(filo_bias_gelu_backward(c->t[1], c->t[0], c->t[2], 0, &o[0], &o[1]), o, 2);
+}
+
+/* ---- bias + dropout(p = 0.1) + residual: read x and residual, write y ---- */
+
+static filo_status run_bias_dropout_residual(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    filo_dropout_state state;
+    return free_outputs(filo_bias_dropout_residual_forward(c->t[0], c->t[2], c->t[1], 0.1, &c->gen, &y, &state), &y,
+                        1);
+}
+
+static filo_status run_dropout(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    filo_dropout_state state;
+    return free_outputs(filo_dropout(c->t[0], 0.1, &c->gen, &y, &state), &y, 1);
+}
+
 static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
 static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
 static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
@@ -332,6 +375,14 @@ static const bench_case attn_fwd_case = {"attention fwd", setup_attention, run_a
 static const bench_case attn_bwd_case = {"attention bwd", setup_attention, run_attention_bwd, teardown_tensors,
                                          bytes_attention_bwd, flops_attention_bwd};
 
+static const bench_case bias_gelu_fwd_case = {"bias+gelu fwd", setup_bias_act, run_bias_gelu_fwd, teardown_tensors,
+                                              bytes_rw2, NULL};
+static const bench_case bias_gelu_bwd_case = {"bias+gelu bwd", setup_bias_act, run_bias_gelu_bwd, teardown_tensors,
+                                              bytes_rw3, NULL};
+static const bench_case bdr_case = {"bias+dropout+residual fwd", setup_bias_act, run_bias_dropout_residual,
+                                    teardown_tensors, bytes_rw3, NULL};
+static const bench_case dropout_case = {"dropout fwd", setup_bias_act, run_dropout, teardown_tensors, bytes_rw2, NULL};
+
 /* Shapes: tokens x hidden for row ops, the attention probabilities' rows x seq for softmax. */
 #define BASE_ROWS(c) {4096, c, 0, 0}
 #define MINI_ROWS(c) {2048, c, 0, 0}
@@ -341,6 +392,10 @@ const bench_entry bench_entries[] = {
     {&gelu_case, FILO_F32, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
     {&gelu_case, FILO_BF16, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
     {&add_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&bias_gelu_fwd_case, FILO_BF16, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
+    {&bias_gelu_bwd_case, FILO_BF16, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
+    {&bdr_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&dropout_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&softmax_case, FILO_F32, {32 * 12 * 128, 128, 0, 0}, {16 * 4 * 128, 128, 0, 0}, QUICK_ROWS},
     {&ln_fwd_case, FILO_F32, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_fwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},

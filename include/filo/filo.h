@@ -13,6 +13,8 @@
 #include "filo/norm.h"
 #include "filo/optim.h"
 #include "filo/attention.h"
+#include "filo/dropout.h"
+#include "filo/bias_act.h"
 #include "filo/matmul.h"
 
 #define FILO_VERSION_MAJOR 0

@@ -1,6 +1,7 @@
 /* CPU bias + GELU forward/backward and the dropout backward with a bias gradient: the reference
  * for kernels/cuda/bias_act.cu. f32 arithmetic for f32/bf16/f16 (the GELU of
- * kernels/bias_act_math.h), double for f64; dbias sums the unrounded dx over rows in row order. */
+ * kernels/bias_act_math.h), double for f64; dbias sums the unrounded dx over rows in row order.
+ * The forward spreads rows over the CPU pool. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 #include "bias_act_math.h"
 #include "element.h"
 #include "error.h"
+#include "parallel.h"
 
 static double load(const void *base, filo_dtype t, int64_t i)
 {
@@ -19,16 +21,27 @@ static void store(void *base, filo_dtype t, int64_t i, double v)
     filo_el_store_f((char *)base + i * (int64_t)filo_el_size(t), t, v);
 }
 
-filo_status filo_cpu_bias_gelu_forward(const filo_bias_gelu_desc *d)
+#define GRAIN_ELEMENTS 32768
+
+static int64_t grain_rows(int64_t cols) { return cols > 0 && cols < GRAIN_ELEMENTS ? GRAIN_ELEMENTS / cols : 1; }
+
+static void forward_rows(void *ctx, int chunk, int64_t r0, int64_t r1)
 {
+    (void)chunk;
+    const filo_bias_gelu_desc *d = ctx;
     int f64 = d->dtype == FILO_F64;
-    for (int64_t r = 0; r < d->rows; r++)
+    for (int64_t r = r0; r < r1; r++)
         for (int64_t c = 0; c < d->cols; c++) {
             int64_t i = r * d->cols + c;
             double x = load(d->x, d->dtype, i), b = d->bias ? load(d->bias, d->bias_dtype, c) : 0.0;
             double v = f64 ? filo_gelu_d(x + b, d->approximate) : filo_gelu_f((float)x + (float)b, d->approximate);
             store(d->y, d->dtype, i, v);
         }
+}
+
+filo_status filo_cpu_bias_gelu_forward(const filo_bias_gelu_desc *d)
+{
+    filo_parallel_for(d->rows, grain_rows(d->cols), forward_rows, (void *)d);
     return FILO_OK;
 }
 
