@@ -2,6 +2,7 @@
  * inputs, output allocation and the dispatch to kernels/cpu/pool.c or kernels/cuda/pool.cu. */
 #include "filo/pool.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "backend.h"
@@ -52,9 +53,16 @@ static filo_status resolve(const char *op, int avg, const filo_pool2d_params *p,
     if (avg && (d->dh != 1 || d->dw != 1))
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "average pooling has no dilation (got %lldx%lld)",
                               (long long)d->dh, (long long)d->dw);
+    /* The CUDA kernels index within a plane with 32-bit ints. */
+    if (d->H > ((int64_t)1 << 30) || d->W > ((int64_t)1 << 30) || d->H * d->W > INT32_MAX)
+        return filo_error_set(FILO_ERR_SHAPE, op, "an input plane of %lldx%lld has 2^31 elements or more",
+                              (long long)d->H, (long long)d->W);
     d->count_include_pad = p->count_include_pad != 0;
     d->OH = out_dim(d->H, d->kh, d->sh, d->ph, d->dh, p->ceil_mode != 0);
     d->OW = out_dim(d->W, d->kw, d->sw, d->pw, d->dw, p->ceil_mode != 0);
+    if (d->OH * d->OW > INT32_MAX)
+        return filo_error_set(FILO_ERR_SHAPE, op, "an output plane of %lldx%lld has 2^31 elements or more",
+                              (long long)d->OH, (long long)d->OW);
     if (d->OH < 1 || d->OW < 1)
         return filo_error_set(FILO_ERR_SHAPE, op,
                               "output size %lldx%lld is too small (input %lldx%lld, kernel %lldx%lld, stride %lldx%lld, "

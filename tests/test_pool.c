@@ -2,6 +2,7 @@
  * against float64 references written here (windows enumerated directly, the backward as a
  * scatter), finite-difference gradient checks in f64, bitwise determinism of the backward, empty
  * inputs and every bad-input error. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,6 +245,18 @@ Test(pool, sweep_f32) { sweep(FILO_F32); }
 Test(pool, sweep_f64) { sweep(FILO_F64); }
 Test(pool, sweep_bf16) { sweep(FILO_BF16); }
 Test(pool, sweep_f16) { sweep(FILO_F16); }
+
+/* The kernels' 64-bit index path (taken for tensors of 2^31 elements) on the usual shapes. */
+Test(pool, index64_path)
+{
+    setenv("FILO_POOL_FORCE_INDEX64", "1", 1);
+    const filo_dtype types[2] = {FILO_F32, FILO_F16};
+    for (int t = 0; t < 2; t++)
+        for (size_t k = 0; k < N_CONFIGS; k++)
+            for (size_t s = 1; s < N_SHAPES; s++)
+                pool_cases(&configs[k], shapes[s], types[t], 0);
+    unsetenv("FILO_POOL_FORCE_INDEX64");
+}
 
 Test(pool, non_contiguous_inputs)
 {
