@@ -1,5 +1,7 @@
 /* CPU 2-D convolution, forward and backward. f32 runs oneDNN's convolution primitives
- * (forward, backward data, backward weights; direct algorithm, plain NCHW/OIHW layouts) and
+ * (forward, backward data, backward weights; direct algorithm) in the layouts oneDNN picks
+ * (format "any": blocked layouts for its JIT kernels), reordered from and to filo's plain
+ * NCHW/OIHW buffers when they differ, and
  * bf16/f16 are converted to f32 around the same calls (bf16 compute is slower than f32 on CPUs
  * without AMX, see shared/notes/cpu-blas.md). oneDNN keeps created primitives in its own
  * primitive cache (keyed by the descriptors), so a repeated shape does not JIT again. f64, which
@@ -45,9 +47,12 @@ static filo_status engine_and_stream(void)
     return FILO_OK;
 }
 
-/* The plain memory descriptors and geometry arrays of a convolution. */
+/* The memory descriptors of a convolution: the caller's plain layouts (NCHW, OIHW or GOIHW, x
+ * for the bias) and the same shapes with format "any", which let oneDNN pick the blocked
+ * layouts its JIT kernels run fastest on (the data is reordered to and from them). */
 typedef struct conv_mds {
-    dnnl_memory_desc_t src, wei, bias, dst;
+    dnnl_memory_desc_t src, wei, bias, dst;             /* plain */
+    dnnl_memory_desc_t any_src, any_wei, any_dst;
     dnnl_dims_t strides, dilates, pad_l, pad_r;
 } conv_mds;
 
@@ -56,13 +61,17 @@ static filo_status make_mds(const filo_conv2d_desc *d, conv_mds *m)
     dnnl_dims_t src = {d->N, d->C, d->H, d->W}, dst = {d->N, d->K, d->OH, d->OW}, bias = {d->K};
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->src, 4, src, dnnl_f32, dnnl_nchw));
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->dst, 4, dst, dnnl_f32, dnnl_nchw));
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->any_src, 4, src, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->any_dst, 4, dst, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->bias, 1, bias, dnnl_f32, dnnl_x));
     if (d->groups > 1) {
         dnnl_dims_t wei = {d->groups, d->K / d->groups, d->C / d->groups, d->R, d->S};
         DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->wei, 5, wei, dnnl_f32, dnnl_goihw));
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->any_wei, 5, wei, dnnl_f32, dnnl_format_tag_any));
     } else {
         dnnl_dims_t wei = {d->K, d->C, d->R, d->S};
         DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->wei, 4, wei, dnnl_f32, dnnl_oihw));
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&m->any_wei, 4, wei, dnnl_f32, dnnl_format_tag_any));
     }
     m->strides[0] = d->sh;
     m->strides[1] = d->sw;
@@ -70,99 +79,164 @@ static filo_status make_mds(const filo_conv2d_desc *d, conv_mds *m)
     m->dilates[1] = d->dw - 1;
     m->pad_l[0] = d->ph;
     m->pad_l[1] = d->pw;
-    /* The bottom/right padding that the last window reaches (PyTorch pads symmetrically and
-     * drops what a stride does not reach; oneDNN wants the exact extent). */
+    /* The bottom/right padding that the last window reaches: PyTorch pads symmetrically and
+     * drops what the stride does not reach, oneDNN wants the exact extent (possibly negative). */
     m->pad_r[0] = (d->OH - 1) * d->sh + (d->R - 1) * d->dh + 1 - d->H - d->ph;
     m->pad_r[1] = (d->OW - 1) * d->sw + (d->S - 1) * d->dw + 1 - d->W - d->pw;
     return FILO_OK;
 }
 
+/* Everything one call creates, destroyed together. */
 typedef struct dnnl_objects {
-    dnnl_primitive_desc_t fwd_pd, pd;
-    dnnl_primitive_t prim;
-    dnnl_memory_t mem[4];
+    dnnl_primitive_desc_t pd[8];
+    dnnl_primitive_t prim[8];
+    dnnl_memory_t mem[8];
+    int npd, nprim, nmem;
 } dnnl_objects;
 
 static void dnnl_objects_free(dnnl_objects *o)
 {
-    for (int i = 0; i < 4; i++)
-        if (o->mem[i])
-            dnnl_memory_destroy(o->mem[i]);
-    if (o->prim)
-        dnnl_primitive_destroy(o->prim);
-    if (o->pd)
-        dnnl_primitive_desc_destroy(o->pd);
-    if (o->fwd_pd)
-        dnnl_primitive_desc_destroy(o->fwd_pd);
+    for (int i = 0; i < o->nmem; i++)
+        dnnl_memory_destroy(o->mem[i]);
+    for (int i = 0; i < o->nprim; i++)
+        dnnl_primitive_destroy(o->prim[i]);
+    for (int i = o->npd - 1; i >= 0; i--)
+        dnnl_primitive_desc_destroy(o->pd[i]);
     memset(o, 0, sizeof *o);
 }
 
-static filo_status fwd_pd(const conv_mds *m, int with_bias, dnnl_prop_kind_t prop, dnnl_primitive_desc_t *pd)
+static filo_status add_pd(dnnl_objects *o, const_dnnl_op_desc_t op, const_dnnl_primitive_desc_t hint,
+                          dnnl_primitive_desc_t *out)
 {
-    dnnl_convolution_desc_t cd;
-    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &m->src, &m->wei,
-                                                        with_bias ? &m->bias : NULL, &m->dst, m->strides, m->dilates,
-                                                        m->pad_l, m->pad_r));
-    DNNL_TRY(dnnl_primitive_desc_create(pd, &cd, NULL, cpu_engine, NULL));
+    DNNL_TRY(dnnl_primitive_desc_create(&o->pd[o->npd], op, NULL, cpu_engine, hint));
+    *out = o->pd[o->npd++];
     return FILO_OK;
 }
 
-static filo_status run_prim(dnnl_objects *o, const dnnl_memory_desc_t *const *mds, const int *args, void *const *ptrs,
-                            int n)
+static filo_status add_mem(dnnl_objects *o, const dnnl_memory_desc_t *md, void *ptr, dnnl_memory_t *out)
+{
+    DNNL_TRY(dnnl_memory_create(&o->mem[o->nmem], md, cpu_engine, ptr));
+    *out = o->mem[o->nmem++];
+    return FILO_OK;
+}
+
+/* Copies `from` into `to` (different layouts of one tensor) on the stream. */
+static filo_status reorder(dnnl_objects *o, dnnl_memory_t from, const dnnl_memory_desc_t *from_md, dnnl_memory_t to,
+                           const dnnl_memory_desc_t *to_md)
+{
+    dnnl_primitive_desc_t rpd;
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&o->pd[o->npd], from_md, cpu_engine, to_md, cpu_engine, NULL));
+    rpd = o->pd[o->npd++];
+    DNNL_TRY(dnnl_primitive_create(&o->prim[o->nprim], rpd));
+    dnnl_primitive_t r = o->prim[o->nprim++];
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    DNNL_TRY(dnnl_primitive_execute(r, cpu_stream, 2, args));
+    return FILO_OK;
+}
+
+/* One argument of a convolution primitive: the caller's plain buffer and the query for the
+ * layout the primitive chose. */
+typedef struct conv_arg {
+    int arg;
+    dnnl_query_t query;
+    int index; /* of the query: the bias is the primitive's weights memory 1 */
+    const dnnl_memory_desc_t *plain;
+    void *ptr;
+    int is_output;
+} conv_arg;
+
+/* Runs pd on the plain buffers: inputs are reordered into the primitive's layouts first and
+ * outputs out of them after, where the layouts differ. Waits for the stream. */
+static filo_status run_conv(dnnl_objects *o, dnnl_primitive_desc_t pd, const conv_arg *a, int n)
 {
     dnnl_exec_arg_t ea[4];
-    DNNL_TRY(dnnl_primitive_create(&o->prim, o->pd));
+    dnnl_memory_t user[4], inner[4];
+    const dnnl_memory_desc_t *want[4];
     for (int i = 0; i < n; i++) {
-        DNNL_TRY(dnnl_memory_create(&o->mem[i], mds[i], cpu_engine, ptrs[i]));
-        ea[i] = (dnnl_exec_arg_t){args[i], o->mem[i]};
+        want[i] = dnnl_primitive_desc_query_md(pd, a[i].query, a[i].index);
+        if (!want[i])
+            return FILO_FAIL(FILO_ERR_INTERNAL, "oneDNN convolution has no memory for argument %d", a[i].arg);
+        FILO_TRY(add_mem(o, a[i].plain, a[i].ptr, &user[i]));
+        inner[i] = user[i];
+        if (!dnnl_memory_desc_equal(want[i], a[i].plain)) {
+            FILO_TRY(add_mem(o, want[i], DNNL_MEMORY_ALLOCATE, &inner[i]));
+            if (!a[i].is_output)
+                FILO_TRY(reorder(o, user[i], a[i].plain, inner[i], want[i]));
+        }
+        ea[i] = (dnnl_exec_arg_t){a[i].arg, inner[i]};
     }
-    DNNL_TRY(dnnl_primitive_execute(o->prim, cpu_stream, n, ea));
+    DNNL_TRY(dnnl_primitive_create(&o->prim[o->nprim], pd));
+    DNNL_TRY(dnnl_primitive_execute(o->prim[o->nprim++], cpu_stream, n, ea));
+    for (int i = 0; i < n; i++)
+        if (a[i].is_output && inner[i] != user[i])
+            FILO_TRY(reorder(o, inner[i], want[i], user[i], a[i].plain));
     DNNL_TRY(dnnl_stream_wait(cpu_stream));
     return FILO_OK;
+}
+
+static filo_status fwd_pd(dnnl_objects *o, const conv_mds *m, int with_bias, dnnl_prop_kind_t prop,
+                          dnnl_primitive_desc_t *pd)
+{
+    dnnl_convolution_desc_t cd;
+    DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &m->any_src,
+                                                        &m->any_wei, with_bias ? &m->bias : NULL, &m->any_dst,
+                                                        m->strides, m->dilates, m->pad_l, m->pad_r));
+    return add_pd(o, &cd, NULL, pd);
 }
 
 static filo_status forward_f32_objects(const filo_conv2d_desc *d, const float *x, const float *w, const float *bias,
                                        float *y, dnnl_objects *o)
 {
     conv_mds m;
+    dnnl_primitive_desc_t pd;
     FILO_TRY(make_mds(d, &m));
-    FILO_TRY(fwd_pd(&m, bias != NULL, dnnl_forward_inference, &o->pd));
-    const dnnl_memory_desc_t *mds[4] = {&m.src, &m.wei, &m.dst, &m.bias};
-    int args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
-    void *ptrs[4] = {(void *)x, (void *)w, y, (void *)bias};
-    return run_prim(o, mds, args, ptrs, bias ? 4 : 3);
+    FILO_TRY(fwd_pd(o, &m, bias != NULL, dnnl_forward_inference, &pd));
+    conv_arg a[4] = {
+        {DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, (void *)x, 0},
+        {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, (void *)w, 0},
+        {DNNL_ARG_DST, dnnl_query_dst_md, 0, &m.dst, y, 1},
+        {DNNL_ARG_BIAS, dnnl_query_weights_md, 1, &m.bias, (void *)bias, 0},
+    };
+    return run_conv(o, pd, a, bias ? 4 : 3);
 }
 
 static filo_status backward_data_f32_objects(const filo_conv2d_desc *d, const float *dy, const float *w, float *dx,
                                              dnnl_objects *o)
 {
     conv_mds m;
+    dnnl_primitive_desc_t hint, pd;
     FILO_TRY(make_mds(d, &m));
-    FILO_TRY(fwd_pd(&m, 0, dnnl_forward_training, &o->fwd_pd));
+    FILO_TRY(fwd_pd(o, &m, 0, dnnl_forward_training, &hint));
     dnnl_convolution_desc_t cd;
-    DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.src, &m.wei, &m.dst,
-                                                              m.strides, m.dilates, m.pad_l, m.pad_r));
-    DNNL_TRY(dnnl_primitive_desc_create(&o->pd, &cd, NULL, cpu_engine, o->fwd_pd));
-    const dnnl_memory_desc_t *mds[3] = {&m.dst, &m.wei, &m.src};
-    int args[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
-    void *ptrs[3] = {(void *)dy, (void *)w, dx};
-    return run_prim(o, mds, args, ptrs, 3);
+    DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.any_src, &m.any_wei,
+                                                              &m.any_dst, m.strides, m.dilates, m.pad_l, m.pad_r));
+    FILO_TRY(add_pd(o, &cd, hint, &pd));
+    conv_arg a[3] = {
+        {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, (void *)dy, 0},
+        {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, (void *)w, 0},
+        {DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &m.src, dx, 1},
+    };
+    return run_conv(o, pd, a, 3);
 }
 
 static filo_status backward_weights_f32_objects(const filo_conv2d_desc *d, const float *dy, const float *x, float *dw,
                                                 dnnl_objects *o)
 {
     conv_mds m;
+    dnnl_primitive_desc_t hint, pd;
     FILO_TRY(make_mds(d, &m));
-    FILO_TRY(fwd_pd(&m, 0, dnnl_forward_training, &o->fwd_pd));
+    FILO_TRY(fwd_pd(o, &m, 0, dnnl_forward_training, &hint));
     dnnl_convolution_desc_t cd;
-    DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &m.src, &m.wei, NULL,
-                                                                 &m.dst, m.strides, m.dilates, m.pad_l, m.pad_r));
-    DNNL_TRY(dnnl_primitive_desc_create(&o->pd, &cd, NULL, cpu_engine, o->fwd_pd));
-    const dnnl_memory_desc_t *mds[3] = {&m.dst, &m.src, &m.wei};
-    int args[3] = {DNNL_ARG_DIFF_DST, DNNL_ARG_SRC, DNNL_ARG_DIFF_WEIGHTS};
-    void *ptrs[3] = {(void *)dy, (void *)x, dw};
-    return run_prim(o, mds, args, ptrs, 3);
+    DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &m.any_src, &m.any_wei,
+                                                                 NULL, &m.any_dst, m.strides, m.dilates, m.pad_l,
+                                                                 m.pad_r));
+    FILO_TRY(add_pd(o, &cd, hint, &pd));
+    conv_arg a[3] = {
+        {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, (void *)dy, 0},
+        {DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, (void *)x, 0},
+        {DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &m.wei, dw, 1},
+    };
+    return run_conv(o, pd, a, 3);
 }
 
 /* ---- f64 loops ---- */
