@@ -16,6 +16,8 @@
 
 static int is_conv_dtype(filo_dtype t) { return t == FILO_F32 || t == FILO_F64 || t == FILO_BF16 || t == FILO_F16; }
 
+static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
 /* Checks p and fills the resolved parameters and OH, OW of d (H, W, R, S set by the caller). */
 static filo_status resolve(const char *op, const filo_conv2d_params *p, filo_conv2d_desc *d)
 {
@@ -40,14 +42,13 @@ static filo_status resolve(const char *op, const filo_conv2d_params *p, filo_con
     d->dh = p->dilation_h ? p->dilation_h : 1;
     d->dw = p->dilation_w ? p->dilation_w : 1;
     d->groups = p->groups ? p->groups : 1;
-    int64_t nh = d->H + 2 * d->ph - d->dh * (d->R - 1) - 1, nw = d->W + 2 * d->pw - d->dw * (d->S - 1) - 1;
-    d->OH = nh < 0 ? 0 : nh / d->sh + 1;
-    d->OW = nw < 0 ? 0 : nw / d->sw + 1;
+    d->OH = floor_div(d->H + 2 * d->ph - d->dh * (d->R - 1) - 1, d->sh) + 1;
+    d->OW = floor_div(d->W + 2 * d->pw - d->dw * (d->S - 1) - 1, d->sw) + 1;
     if (d->OH < 1 || d->OW < 1)
         return filo_error_set(FILO_ERR_SHAPE, op,
                               "output size %lldx%lld is too small: input %lldx%lld, filter %lldx%lld, stride %lldx%lld, "
                               "pad %lldx%lld, dilation %lldx%lld",
-                              (long long)(nh < 0 ? nh / d->sh + 1 : d->OH), (long long)(nw < 0 ? nw / d->sw + 1 : d->OW),
+                              (long long)d->OH, (long long)d->OW,
                               (long long)d->H, (long long)d->W, (long long)d->R, (long long)d->S, (long long)d->sh,
                               (long long)d->sw, (long long)d->ph, (long long)d->pw, (long long)d->dh, (long long)d->dw);
     return FILO_OK;
@@ -228,7 +229,9 @@ filo_status filo_conv2d_backward(const filo_tensor *dy, const filo_tensor *x, co
         st = filo_tensor_empty(x->device, x->dtype, 4, x->shape, &o[0]);
     if (st == FILO_OK && dw)
         st = filo_tensor_empty(x->device, x->dtype, 4, w->shape, &o[1]);
-    if (st == FILO_OK && dbias)
+    /* On CUDA with samples, bias_grad allocates dbias itself. */
+    int cuda_dbias = x->device.type != FILO_DEVICE_CPU && d.N > 0;
+    if (st == FILO_OK && dbias && !cuda_dbias)
         st = filo_tensor_empty(x->device, x->dtype, 1, &d.K, &o[2]);
     if (st == FILO_OK && d.N == 0) {
         /* No samples: the weight and bias gradients are empty sums. */
@@ -253,11 +256,8 @@ filo_status filo_conv2d_backward(const filo_tensor *dy, const filo_tensor *x, co
                 if (st == FILO_OK && (pdx || pdw))
                     st = FILO_CUDA_CALL(filo_cuda_conv2d_backward(&d, data_of(cdy), data_of(cx), data_of(cw), pdx, pdw,
                                                                   x->device.index, s));
-                if (st == FILO_OK && o[2]) {
-                    filo_tensor_free(o[2]);
-                    o[2] = NULL;
+                if (st == FILO_OK && dbias)
                     st = bias_grad(cdy, &d, &o[2]);
-                }
             }
         }
     }
