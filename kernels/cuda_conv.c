@@ -157,9 +157,10 @@ static cudnnMathType_t algo_math(const dnn_conv *c, cudnnMathType_t reported)
     return c->fma_only ? CUDNN_FMA_MATH : reported;
 }
 
-/* Picks a deterministic algorithm of one kind; sets the descriptor's math type for it and
- * returns its workspace size. GET_V7, WS_SIZE: the kind's cuDNN calls (as expressions on the
- * loop's perf result `p`), FALLBACK: the algorithm used when no result fits. */
+/* Picks a deterministic algorithm of one kind, sets the descriptor's math type for it and
+ * stores the algorithm and its workspace size. GET_V7: the kind's heuristics call, filling the
+ * macro's `perf` array and `returned` count; WS_SIZE(algo, &bytes): its workspace query;
+ * FALLBACK: the algorithm used when no result qualifies. */
 #define PICK_ALGO(PERF_T, ALGO_T, GET_V7, WS_SIZE, FALLBACK, algo_out, ws_out)                         \
     do {                                                                                               \
         PERF_T perf[MAX_ALGOS];                                                                        \
