@@ -3,8 +3,8 @@
  * (format "any": blocked layouts for its JIT kernels), reordered from and to filo's plain
  * NCHW/OIHW buffers when they differ, and
  * bf16/f16 are converted to f32 around the same calls (bf16 compute is slower than f32 on CPUs
- * without AMX, see shared/notes/cpu-blas.md). oneDNN keeps created primitives in its own
- * primitive cache (keyed by the descriptors), so a repeated shape does not JIT again. f64, which
+ * without AMX, see shared/notes/cpu-blas.md). The primitives and reorders of a geometry are
+ * built once and kept in a small per-thread cache of plans (conv_plan). f64, which
  * oneDNN lacks, runs plain loops in double: the reference path, also used by the tests'
  * finite-difference checks. The bias gradient is a sum over N, OH, OW in double, rounded once.
  * This is also what the CUDA backend runs under the emulator. */
@@ -86,157 +86,234 @@ static filo_status make_mds(const filo_conv2d_desc *d, conv_mds *m)
     return FILO_OK;
 }
 
-/* Everything one call creates, destroyed together. */
-typedef struct dnnl_objects {
-    dnnl_primitive_desc_t pd[8];
-    dnnl_primitive_t prim[8];
-    dnnl_memory_t mem[8];
-    int npd, nprim, nmem;
-} dnnl_objects;
+/* A ready-to-run convolution of one kind and geometry: its primitive and, for each argument whose
+ * layout oneDNN chose differently from filo's plain one, the reorder to (inputs) or from
+ * (outputs) that layout. Creating these costs far more than running a small convolution, so each
+ * thread keeps the PLAN_SLOTS most recently used plans (thread-local: oneDNN primitives may be
+ * shared, but a plan's reuse order is per thread anyway). They live until the thread ends. */
+typedef enum { PLAN_FWD, PLAN_FWD_BIAS, PLAN_BWD_DATA, PLAN_BWD_WEIGHTS } plan_kind;
 
-static void dnnl_objects_free(dnnl_objects *o)
+typedef struct plan_arg {
+    int arg;
+    int is_output;
+    dnnl_memory_desc_t plain, inner;
+    dnnl_primitive_desc_t reorder_pd; /* NULL: the primitive reads/writes the plain buffer */
+    dnnl_primitive_t reorder;
+} plan_arg;
+
+#define PLAN_KEY_LEN 16
+#define PLAN_SLOTS 16
+
+typedef struct conv_plan {
+    uint64_t last_use; /* 0: an empty slot */
+    plan_kind kind;
+    int64_t key[PLAN_KEY_LEN];
+    dnnl_primitive_desc_t hint, pd;
+    dnnl_primitive_t prim;
+    int nargs;
+    plan_arg args[4];
+} conv_plan;
+
+static _Thread_local conv_plan plans[PLAN_SLOTS];
+static _Thread_local uint64_t plan_clock;
+
+static void plan_key(const filo_conv2d_desc *d, int64_t *key)
 {
-    for (int i = 0; i < o->nmem; i++)
-        dnnl_memory_destroy(o->mem[i]);
-    for (int i = 0; i < o->nprim; i++)
-        dnnl_primitive_destroy(o->prim[i]);
-    for (int i = o->npd - 1; i >= 0; i--)
-        dnnl_primitive_desc_destroy(o->pd[i]);
-    memset(o, 0, sizeof *o);
+    const int64_t k[PLAN_KEY_LEN] = {d->N,  d->C,  d->H,  d->W,  d->K,  d->R,  d->S,  d->OH,
+                                     d->OW, d->sh, d->sw, d->ph, d->pw, d->dh, d->dw, d->groups};
+    memcpy(key, k, sizeof k);
 }
 
-static filo_status add_pd(dnnl_objects *o, const_dnnl_op_desc_t op, const_dnnl_primitive_desc_t hint,
-                          dnnl_primitive_desc_t *out)
+static void plan_free(conv_plan *p)
 {
-    DNNL_TRY(dnnl_primitive_desc_create(&o->pd[o->npd], op, NULL, cpu_engine, hint));
-    *out = o->pd[o->npd++];
-    return FILO_OK;
+    for (int i = 0; i < p->nargs; i++) {
+        if (p->args[i].reorder)
+            dnnl_primitive_destroy(p->args[i].reorder);
+        if (p->args[i].reorder_pd)
+            dnnl_primitive_desc_destroy(p->args[i].reorder_pd);
+    }
+    if (p->prim)
+        dnnl_primitive_destroy(p->prim);
+    if (p->pd)
+        dnnl_primitive_desc_destroy(p->pd);
+    if (p->hint)
+        dnnl_primitive_desc_destroy(p->hint);
+    memset(p, 0, sizeof *p);
 }
 
-static filo_status add_mem(dnnl_objects *o, const dnnl_memory_desc_t *md, void *ptr, dnnl_memory_t *out)
-{
-    DNNL_TRY(dnnl_memory_create(&o->mem[o->nmem], md, cpu_engine, ptr));
-    *out = o->mem[o->nmem++];
-    return FILO_OK;
-}
-
-/* Copies `from` into `to` (different layouts of one tensor) on the stream. */
-static filo_status reorder(dnnl_objects *o, dnnl_memory_t from, const dnnl_memory_desc_t *from_md, dnnl_memory_t to,
-                           const dnnl_memory_desc_t *to_md)
-{
-    dnnl_primitive_desc_t rpd;
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&o->pd[o->npd], from_md, cpu_engine, to_md, cpu_engine, NULL));
-    rpd = o->pd[o->npd++];
-    DNNL_TRY(dnnl_primitive_create(&o->prim[o->nprim], rpd));
-    dnnl_primitive_t r = o->prim[o->nprim++];
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    DNNL_TRY(dnnl_primitive_execute(r, cpu_stream, 2, args));
-    return FILO_OK;
-}
-
-/* One argument of a convolution primitive: the caller's plain buffer and the query for the
- * layout the primitive chose. */
-typedef struct conv_arg {
+/* One argument of the primitive: the query for the layout it chose and filo's plain layout. */
+typedef struct arg_spec {
     int arg;
     dnnl_query_t query;
-    int index; /* of the query: the bias is the primitive's weights memory 1 */
+    int index; /* of the query: the bias is the forward primitive's weights memory 1 */
     const dnnl_memory_desc_t *plain;
-    void *ptr;
     int is_output;
-} conv_arg;
+} arg_spec;
 
-/* Runs pd on the plain buffers: inputs are reordered into the primitive's layouts first and
- * outputs out of them after, where the layouts differ. Waits for the stream. */
-static filo_status run_conv(dnnl_objects *o, dnnl_primitive_desc_t pd, const conv_arg *a, int n)
-{
-    dnnl_exec_arg_t ea[4];
-    dnnl_memory_t user[4], inner[4];
-    const dnnl_memory_desc_t *want[4];
-    for (int i = 0; i < n; i++) {
-        want[i] = dnnl_primitive_desc_query_md(pd, a[i].query, a[i].index);
-        if (!want[i])
-            return FILO_FAIL(FILO_ERR_INTERNAL, "oneDNN convolution has no memory for argument %d", a[i].arg);
-        FILO_TRY(add_mem(o, a[i].plain, a[i].ptr, &user[i]));
-        inner[i] = user[i];
-        if (!dnnl_memory_desc_equal(want[i], a[i].plain)) {
-            FILO_TRY(add_mem(o, want[i], DNNL_MEMORY_ALLOCATE, &inner[i]));
-            if (!a[i].is_output)
-                FILO_TRY(reorder(o, user[i], a[i].plain, inner[i], want[i]));
-        }
-        ea[i] = (dnnl_exec_arg_t){a[i].arg, inner[i]};
-    }
-    DNNL_TRY(dnnl_primitive_create(&o->prim[o->nprim], pd));
-    DNNL_TRY(dnnl_primitive_execute(o->prim[o->nprim++], cpu_stream, n, ea));
-    for (int i = 0; i < n; i++)
-        if (a[i].is_output && inner[i] != user[i])
-            FILO_TRY(reorder(o, inner[i], want[i], user[i], a[i].plain));
-    DNNL_TRY(dnnl_stream_wait(cpu_stream));
-    return FILO_OK;
-}
-
-static filo_status fwd_pd(dnnl_objects *o, const conv_mds *m, int with_bias, dnnl_prop_kind_t prop,
-                          dnnl_primitive_desc_t *pd)
+static filo_status fwd_pd(const conv_mds *m, int with_bias, dnnl_prop_kind_t prop, dnnl_primitive_desc_t *pd)
 {
     dnnl_convolution_desc_t cd;
     DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &m->any_src,
                                                         &m->any_wei, with_bias ? &m->bias : NULL, &m->any_dst,
                                                         m->strides, m->dilates, m->pad_l, m->pad_r));
-    return add_pd(o, &cd, NULL, pd);
+    DNNL_TRY(dnnl_primitive_desc_create(pd, &cd, NULL, cpu_engine, NULL));
+    return FILO_OK;
 }
 
-static filo_status forward_f32_objects(const filo_conv2d_desc *d, const float *x, const float *w, const float *bias,
-                                       float *y, dnnl_objects *o)
+/* Fills an empty slot p (left empty again on failure). */
+static filo_status plan_build_in(conv_plan *p, plan_kind kind, const filo_conv2d_desc *d)
 {
     conv_mds m;
-    dnnl_primitive_desc_t pd;
     FILO_TRY(make_mds(d, &m));
-    FILO_TRY(fwd_pd(o, &m, bias != NULL, dnnl_forward_inference, &pd));
-    conv_arg a[4] = {
-        {DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, (void *)x, 0},
-        {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, (void *)w, 0},
-        {DNNL_ARG_DST, dnnl_query_dst_md, 0, &m.dst, y, 1},
-        {DNNL_ARG_BIAS, dnnl_query_weights_md, 1, &m.bias, (void *)bias, 0},
-    };
-    return run_conv(o, pd, a, bias ? 4 : 3);
-}
-
-static filo_status backward_data_f32_objects(const filo_conv2d_desc *d, const float *dy, const float *w, float *dx,
-                                             dnnl_objects *o)
-{
-    conv_mds m;
-    dnnl_primitive_desc_t hint, pd;
-    FILO_TRY(make_mds(d, &m));
-    FILO_TRY(fwd_pd(o, &m, 0, dnnl_forward_training, &hint));
     dnnl_convolution_desc_t cd;
-    DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.any_src, &m.any_wei,
-                                                              &m.any_dst, m.strides, m.dilates, m.pad_l, m.pad_r));
-    FILO_TRY(add_pd(o, &cd, hint, &pd));
-    conv_arg a[3] = {
-        {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, (void *)dy, 0},
-        {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, (void *)w, 0},
-        {DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &m.src, dx, 1},
-    };
-    return run_conv(o, pd, a, 3);
+    arg_spec a[4];
+    int n = 3;
+    switch (kind) {
+    case PLAN_FWD:
+    case PLAN_FWD_BIAS:
+        FILO_TRY(fwd_pd(&m, kind == PLAN_FWD_BIAS, dnnl_forward_inference, &p->pd));
+        a[0] = (arg_spec){DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, 0};
+        a[1] = (arg_spec){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, 0};
+        a[2] = (arg_spec){DNNL_ARG_DST, dnnl_query_dst_md, 0, &m.dst, 1};
+        a[3] = (arg_spec){DNNL_ARG_BIAS, dnnl_query_weights_md, 1, &m.bias, 0};
+        n = kind == PLAN_FWD_BIAS ? 4 : 3;
+        break;
+    case PLAN_BWD_DATA:
+        FILO_TRY(fwd_pd(&m, 0, dnnl_forward_training, &p->hint));
+        DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.any_src, &m.any_wei,
+                                                                  &m.any_dst, m.strides, m.dilates, m.pad_l, m.pad_r));
+        DNNL_TRY(dnnl_primitive_desc_create(&p->pd, &cd, NULL, cpu_engine, p->hint));
+        a[0] = (arg_spec){DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, 0};
+        a[1] = (arg_spec){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, 0};
+        a[2] = (arg_spec){DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &m.src, 1};
+        break;
+    default:
+        FILO_TRY(fwd_pd(&m, 0, dnnl_forward_training, &p->hint));
+        DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &m.any_src,
+                                                                     &m.any_wei, NULL, &m.any_dst, m.strides,
+                                                                     m.dilates, m.pad_l, m.pad_r));
+        DNNL_TRY(dnnl_primitive_desc_create(&p->pd, &cd, NULL, cpu_engine, p->hint));
+        a[0] = (arg_spec){DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, 0};
+        a[1] = (arg_spec){DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, 0};
+        a[2] = (arg_spec){DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &m.wei, 1};
+        break;
+    }
+    DNNL_TRY(dnnl_primitive_create(&p->prim, p->pd));
+    for (int i = 0; i < n; i++) {
+        plan_arg *pa = &p->args[p->nargs++];
+        const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(p->pd, a[i].query, a[i].index);
+        if (!want)
+            return FILO_FAIL(FILO_ERR_INTERNAL, "oneDNN convolution has no memory for argument %d", a[i].arg);
+        pa->arg = a[i].arg;
+        pa->is_output = a[i].is_output;
+        pa->plain = *a[i].plain;
+        pa->inner = *want;
+        if (dnnl_memory_desc_equal(want, a[i].plain))
+            continue;
+        const dnnl_memory_desc_t *from = pa->is_output ? &pa->inner : &pa->plain;
+        const dnnl_memory_desc_t *to = pa->is_output ? &pa->plain : &pa->inner;
+        DNNL_TRY(dnnl_reorder_primitive_desc_create(&pa->reorder_pd, from, cpu_engine, to, cpu_engine, NULL));
+        DNNL_TRY(dnnl_primitive_create(&pa->reorder, pa->reorder_pd));
+    }
+    return FILO_OK;
 }
 
-static filo_status backward_weights_f32_objects(const filo_conv2d_desc *d, const float *dy, const float *x, float *dw,
-                                                dnnl_objects *o)
+/* The thread's plan for (kind, d): a cached one, or a new one in an empty or the least recently
+ * used slot. */
+static filo_status plan_get(plan_kind kind, const filo_conv2d_desc *d, conv_plan **out)
 {
-    conv_mds m;
-    dnnl_primitive_desc_t hint, pd;
-    FILO_TRY(make_mds(d, &m));
-    FILO_TRY(fwd_pd(o, &m, 0, dnnl_forward_training, &hint));
-    dnnl_convolution_desc_t cd;
-    DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &m.any_src, &m.any_wei,
-                                                                 NULL, &m.any_dst, m.strides, m.dilates, m.pad_l,
-                                                                 m.pad_r));
-    FILO_TRY(add_pd(o, &cd, hint, &pd));
-    conv_arg a[3] = {
-        {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, (void *)dy, 0},
-        {DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, (void *)x, 0},
-        {DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &m.wei, dw, 1},
-    };
-    return run_conv(o, pd, a, 3);
+    int64_t key[PLAN_KEY_LEN];
+    plan_key(d, key);
+    conv_plan *slot = &plans[0];
+    for (int i = 0; i < PLAN_SLOTS; i++) {
+        conv_plan *p = &plans[i];
+        if (p->last_use && p->kind == kind && memcmp(p->key, key, sizeof key) == 0) {
+            p->last_use = ++plan_clock;
+            *out = p;
+            return FILO_OK;
+        }
+        if (p->last_use < slot->last_use)
+            slot = p;
+    }
+    plan_free(slot);
+    filo_status st = plan_build_in(slot, kind, d);
+    if (st != FILO_OK) {
+        plan_free(slot);
+        return st;
+    }
+    slot->kind = kind;
+    memcpy(slot->key, key, sizeof key);
+    slot->last_use = ++plan_clock;
+    *out = slot;
+    return FILO_OK;
+}
+
+#define EXEC_TRY(call)                                              \
+    do {                                                            \
+        dnnl_status_t exec_s_ = (call);                             \
+        if (exec_s_ != dnnl_success) {                              \
+            st = dnnl_fail(exec_s_, #call, "filo_cpu_conv2d");      \
+            goto done;                                              \
+        }                                                           \
+    } while (0)
+
+/* Runs a plan on filo's plain buffers (ptrs in the plan's argument order). Waits for the stream. */
+static filo_status plan_run(const conv_plan *p, void *const *ptrs)
+{
+    filo_status st = FILO_OK;
+    dnnl_memory_t user[4] = {NULL}, inner[4] = {NULL};
+    dnnl_exec_arg_t ea[4];
+    for (int i = 0; i < p->nargs; i++) {
+        const plan_arg *pa = &p->args[i];
+        EXEC_TRY(dnnl_memory_create(&user[i], &pa->plain, cpu_engine, ptrs[i]));
+        if (pa->reorder) {
+            EXEC_TRY(dnnl_memory_create(&inner[i], &pa->inner, cpu_engine, DNNL_MEMORY_ALLOCATE));
+            if (!pa->is_output) {
+                dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
+                EXEC_TRY(dnnl_primitive_execute(pa->reorder, cpu_stream, 2, r));
+            }
+        }
+        ea[i] = (dnnl_exec_arg_t){pa->arg, inner[i] ? inner[i] : user[i]};
+    }
+    EXEC_TRY(dnnl_primitive_execute(p->prim, cpu_stream, p->nargs, ea));
+    for (int i = 0; i < p->nargs; i++)
+        if (p->args[i].reorder && p->args[i].is_output) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, inner[i]}, {DNNL_ARG_TO, user[i]}};
+            EXEC_TRY(dnnl_primitive_execute(p->args[i].reorder, cpu_stream, 2, r));
+        }
+    EXEC_TRY(dnnl_stream_wait(cpu_stream));
+done:
+    for (int i = 0; i < 4; i++) {
+        if (user[i])
+            dnnl_memory_destroy(user[i]);
+        if (inner[i])
+            dnnl_memory_destroy(inner[i]);
+    }
+    return st;
+}
+
+static filo_status forward_f32(const filo_conv2d_desc *d, const float *x, const float *w, const float *bias, float *y)
+{
+    conv_plan *p;
+    FILO_TRY(plan_get(bias ? PLAN_FWD_BIAS : PLAN_FWD, d, &p));
+    void *ptrs[4] = {(void *)x, (void *)w, y, (void *)bias};
+    return plan_run(p, ptrs);
+}
+
+static filo_status backward_data_f32(const filo_conv2d_desc *d, const float *dy, const float *w, float *dx)
+{
+    conv_plan *p;
+    FILO_TRY(plan_get(PLAN_BWD_DATA, d, &p));
+    void *ptrs[3] = {(void *)dy, (void *)w, dx};
+    return plan_run(p, ptrs);
+}
+
+static filo_status backward_weights_f32(const filo_conv2d_desc *d, const float *dy, const float *x, float *dw)
+{
+    conv_plan *p;
+    FILO_TRY(plan_get(PLAN_BWD_WEIGHTS, d, &p));
+    void *ptrs[3] = {(void *)dy, (void *)x, dw};
+    return plan_run(p, ptrs);
 }
 
 /* ---- f64 loops ---- */
@@ -385,20 +462,14 @@ filo_status filo_cpu_conv2d_forward(const filo_conv2d_desc *d, const void *x, co
     FILO_TRY(engine_and_stream());
     int64_t nx = d->N * d->C * d->H * d->W, nw = d->K * (d->C / d->groups) * d->R * d->S;
     int64_t ny = d->N * d->K * d->OH * d->OW;
-    dnnl_objects o;
-    memset(&o, 0, sizeof o);
-    if (d->dtype == FILO_F32) {
-        filo_status s = forward_f32_objects(d, x, w, bias, y, &o);
-        dnnl_objects_free(&o);
-        return s;
-    }
+    if (d->dtype == FILO_F32)
+        return forward_f32(d, x, w, bias, y);
     int no_mem = 0;
     float *fx = to_f32(x, d->dtype, nx, &no_mem), *fw = to_f32(w, d->dtype, nw, &no_mem);
     float *fb = to_f32(bias, d->dtype, d->K, &no_mem), *fy = malloc(sizeof(float) * (size_t)ny);
-    filo_status s = no_mem || !fy ? oom(d) : forward_f32_objects(d, fx, fw, fb, fy, &o);
+    filo_status s = no_mem || !fy ? oom(d) : forward_f32(d, fx, fw, fb, fy);
     if (s == FILO_OK)
         from_f32(y, d->dtype, fy, ny);
-    dnnl_objects_free(&o);
     free(fx);
     free(fw);
     free(fb);
@@ -425,16 +496,12 @@ filo_status filo_cpu_conv2d_backward(const filo_conv2d_desc *d, const void *dy, 
     FILO_TRY(engine_and_stream());
     int64_t nx = d->N * d->C * d->H * d->W, nw = d->K * (d->C / d->groups) * d->R * d->S;
     int64_t ny = d->N * d->K * d->OH * d->OW;
-    dnnl_objects o;
-    memset(&o, 0, sizeof o);
     filo_status s = FILO_OK;
     if (d->dtype == FILO_F32) {
         if (dx)
-            s = backward_data_f32_objects(d, dy, w, dx, &o);
-        dnnl_objects_free(&o);
+            s = backward_data_f32(d, dy, w, dx);
         if (s == FILO_OK && dw)
-            s = backward_weights_f32_objects(d, dy, x, dw, &o);
-        dnnl_objects_free(&o);
+            s = backward_weights_f32(d, dy, x, dw);
         return s;
     }
     int no_mem = 0;
@@ -444,14 +511,12 @@ filo_status filo_cpu_conv2d_backward(const filo_conv2d_desc *d, const void *dy, 
     if (no_mem || (dx && !fdx) || (dw && !fdw))
         s = oom(d);
     if (s == FILO_OK && dx) {
-        s = backward_data_f32_objects(d, fdy, fw, fdx, &o);
-        dnnl_objects_free(&o);
+        s = backward_data_f32(d, fdy, fw, fdx);
         if (s == FILO_OK)
             from_f32(dx, d->dtype, fdx, nx);
     }
     if (s == FILO_OK && dw) {
-        s = backward_weights_f32_objects(d, fdy, fx, fdw, &o);
-        dnnl_objects_free(&o);
+        s = backward_weights_f32(d, fdy, fx, fdw);
         if (s == FILO_OK)
             from_f32(dw, d->dtype, fdw, nw);
     }
