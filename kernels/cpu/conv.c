@@ -1,12 +1,13 @@
-/* CPU 2-D convolution, forward and backward. f32 runs oneDNN's convolution primitives
- * (forward, backward data, backward weights; direct algorithm) in the layouts oneDNN picks
- * (format "any": blocked layouts for its JIT kernels), reordered from and to filo's plain
- * NCHW/OIHW buffers when they differ, and
- * bf16/f16 are converted to f32 around the same calls (bf16 compute is slower than f32 on CPUs
- * without AMX, see shared/notes/cpu-blas.md). The primitives and reorders of a geometry are
- * built once and kept in a small per-thread cache of plans (conv_plan). f64, which
- * oneDNN lacks, runs plain loops in double: the reference path, also used by the tests'
- * finite-difference checks. The bias gradient is a sum over N, OH, OW in double, rounded once.
+/* CPU 2-D convolution, forward and backward.
+ * f32: oneDNN's convolution primitives (forward, backward data, backward weights; direct
+ * algorithm) in the layouts oneDNN picks (format "any": the blocked layouts of its JIT kernels),
+ * with reorders from and to filo's plain NCHW / OIHW buffers where they differ. The primitives and
+ * reorders of a geometry are built once and kept in a small per-thread cache (conv_plan).
+ * bf16/f16: converted to f32 around the same calls (bf16 compute is slower than f32 on CPUs
+ * without AMX, see shared/notes/cpu-blas.md).
+ * f64, which oneDNN lacks: plain loops in double, the reference path (also what the tests'
+ * finite-difference checks run).
+ * The bias gradient is a sum over N, OH, OW in double, rounded once.
  * This is also what the CUDA backend runs under the emulator. */
 #include <dnnl.h>
 #include <pthread.h>
