@@ -2,7 +2,7 @@
  * it must move and the FLOPs it does. dims are per case: rows/cols for row-wise ops, M/N/K for
  * GEMMs, B/H/L/D for attention. Shapes: "base" is BERT-base at batch 32, sequence 128 (4096
  * tokens, hidden 768, 12 heads, FFN 3072); "mini" is BERT-mini at batch 16 (2048 tokens, hidden
- * 256, 4 heads, FFN 1024), the CPU default. */
+ * 256, 4 heads, FFN 1024), the CPU default. The convolution cases use CNN shapes instead. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -353,6 +353,41 @@ static filo_status run_dropout(void *p)
     return free_outputs(filo_dropout(c->t[0], 0.1, &c->gen, &y, &state), &y, 1);
 }
 
+/* ---- 3x3 convolution (pad 1, C in = K out) and 2x2 max pooling, dims {N, C, H, W} ---- */
+
+static filo_status setup_conv(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    BENCH_TRY(new_ctx(dims, ctx));
+    tensors_ctx *c = *ctx;
+    int64_t w[4] = {dims[1], dims[1], 3, 3};
+    BENCH_TRY(add_tensor(c, d, t, 4, dims, -1.0, 1.0));
+    BENCH_TRY(add_tensor(c, d, t, 4, w, -0.1, 0.1));
+    return add_tensor(c, d, t, 1, &dims[1], -0.1, 0.1);
+}
+
+static filo_status run_conv_fwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_conv2d_params params = {.pad_h = 1, .pad_w = 1};
+    filo_tensor *y = NULL;
+    return free_outputs(filo_conv2d_forward(c->t[0], c->t[1], c->t[2], &params, &y), &y, 1);
+}
+
+static double conv_elems(const int64_t *d) { return (double)d[0] * d[1] * d[2] * d[3]; }
+static double bytes_conv(filo_dtype t, const int64_t *d) { return (2 * conv_elems(d) + 9.0 * d[1] * d[1]) * el(t); }
+static double flops_conv(const int64_t *d) { return 2.0 * 9.0 * conv_elems(d) * (double)d[1]; }
+
+static filo_status run_maxpool(void *p)
+{
+    tensors_ctx *c = p;
+    filo_pool2d_params params = {.kernel_h = 2, .kernel_w = 2};
+    filo_tensor *o[2] = {NULL};
+    return free_outputs(filo_maxpool2d_forward(c->t[0], &params, &o[0], &o[1]), o, 2);
+}
+
+/* Reads x, writes a quarter of it and an i64 index per output. */
+static double bytes_maxpool(filo_dtype t, const int64_t *d) { return conv_elems(d) * (el(t) * 1.25 + 8.0 / 4); }
+
 static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
 static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
 static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
@@ -383,6 +418,11 @@ static const bench_case bdr_case = {"bias+dropout+residual fwd", setup_bias_act,
                                     teardown_tensors, bytes_rw3, NULL};
 static const bench_case dropout_case = {"dropout fwd", setup_bias_act, run_dropout, teardown_tensors, bytes_rw2, NULL};
 
+static const bench_case conv_case = {"conv2d 3x3 fwd", setup_conv, run_conv_fwd, teardown_tensors, bytes_conv,
+                                     flops_conv};
+static const bench_case maxpool_case = {"maxpool 2x2 fwd", setup_conv, run_maxpool, teardown_tensors, bytes_maxpool,
+                                        NULL};
+
 /* Shapes: tokens x hidden for row ops, the attention probabilities' rows x seq for softmax. */
 #define BASE_ROWS(c) {4096, c, 0, 0}
 #define MINI_ROWS(c) {2048, c, 0, 0}
@@ -406,6 +446,9 @@ const bench_entry bench_entries[] = {
     /* seq 512, head dim 64: the size FlashAttention-2's published figures use */
     {&attn_fwd_case, FILO_BF16, {8, 12, 512, 64}, {2, 4, 512, 64}, {1, 1, 65, 64}},
     {&attn_bwd_case, FILO_BF16, {8, 12, 512, 64}, {2, 4, 512, 64}, {1, 1, 65, 64}},
+    /* a CNN layer: ResNet-ish on a GPU, MNIST-sized on the CPU */
+    {&conv_case, FILO_BF16, {64, 128, 56, 56}, {64, 32, 28, 28}, {2, 3, 7, 7}},
+    {&maxpool_case, FILO_BF16, {64, 128, 56, 56}, {64, 32, 28, 28}, {2, 3, 8, 8}},
     /* BERT-base has 110M parameters, BERT-mini 11M: as 16 equal tensors. */
     {&adam_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},
     {&grad_norm_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},

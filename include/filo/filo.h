@@ -15,6 +15,8 @@
 #include "filo/attention.h"
 #include "filo/dropout.h"
 #include "filo/bias_act.h"
+#include "filo/conv.h"
+#include "filo/pool.h"
 #include "filo/matmul.h"
 
 #define FILO_VERSION_MAJOR 0
