@@ -130,7 +130,7 @@ static filo_status run(const char *op, filo_loss_desc *d, const filo_tensor *x, 
             st = filo_tensor_contiguous(in[i], &c.t[i]);
     int cuda = x->device.type == FILO_DEVICE_CUDA;
     if (st == FILO_OK && cuda) {
-        int64_t n = d->rows + 2;
+        int64_t n = d->rows + 3;
         st = filo_tensor_empty(x->device, acc_dtype(x->dtype), 1, &n, &scratch);
     }
     if (st == FILO_OK) {

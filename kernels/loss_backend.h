@@ -37,7 +37,7 @@ typedef struct filo_loss_desc {
     void *loss;              /* [rows] of A for NONE, else [1] */
     const void *dloss;       /* backward: [rows] for NONE, else [1] */
     void *dx;                /* [rows, cols] */
-    /* CUDA only: scratch of A, at least rows + 2 elements (per-row losses, then W and Wsum). */
+    /* CUDA only: scratch of A, rows + 3 elements: W, Wsum, 1 / W, then the per-row losses. */
     void *scratch;
 } filo_loss_desc;
 

@@ -225,18 +225,20 @@ template <class G, class T, class A> __device__ __forceinline__ void row_fill(T 
 {
     const int V = vec_width<T>::value;
     int head = aligned_head(dr, C), t = G::tid(), n = G::size();
+    T one;
+    st(&one, val);
     vecn<T, V> vv;
 #pragma unroll
     for (int k = 0; k < V; k++)
-        st(&vv.v[k], val);
+        vv.v[k] = one;
     for (int c = t; c < head; c += n)
-        dr[c] = vv.v[0];
+        dr[c] = one;
     int nvec = (C - head) / V;
     vecn<T, V> *vp = reinterpret_cast<vecn<T, V> *>(dr + head);
     for (int i = t; i < nvec; i += n)
         vp[i] = vv;
     for (int c = head + nvec * V + t; c < C; c += n)
-        dr[c] = vv.v[0];
+        dr[c] = one;
 }
 
 template <class T, class I> struct ce_params {
@@ -248,17 +250,21 @@ template <class T, class I> struct ce_params {
     A *loss_row;       /* forward/fused: [rows] */
     const A *dloss;    /* backward: [rows] (NONE) or [1] */
     T *dx;             /* NULL: no gradient */
-    const A *scal;     /* W, Wsum (from ce_scalars_kernel), when needed */
+    const A *scal;     /* W, Wsum, 1 / W (from ce_scalars_kernel), when needed */
     int64_t rows;
     int64_t ignore_index;
     int C;
     int reduction;
-    int compute;       /* 1: compute lse (forward, fused); 0: read it (backward) */
-    A smoothing;
+    A smoothing;       /* e */
+    A e_over_c;        /* e / C: divisions are computed once, on the host (their slow paths are calls) */
     A grad_scale;      /* fused: the loss's gradient */
 };
 
-template <class T, class I, bool WARP> __global__ void __launch_bounds__(max_threads) ce_rows_kernel(ce_params<T, I> p)
+/* COMPUTE: compute lse (forward, fused), else read it (backward). GRAD: write dlogits (backward,
+ * fused). Compile-time flags keep each instance small. The explicit minimum of 1 block an SM
+ * stops ptxas (CUDA 13) from trading a few spills for occupancy at ~40 registers. */
+template <class T, class I, bool WARP, bool COMPUTE, bool GRAD>
+__global__ void __launch_bounds__(WARP ? 32 * warp_rows_per_block : max_threads, 1) ce_rows_kernel(ce_params<T, I> p)
 {
     using A = typename acc_of<T>::type;
     using G = group<WARP>;
@@ -266,15 +272,15 @@ template <class T, class I, bool WARP> __global__ void __launch_bounds__(max_thr
     const A e = p.smoothing, nan = A(NAN);
     for (int64_t r = G::first(); r < p.rows; r += G::step()) {
         const T *xr = p.x + r * C;
-        T *dxr = p.dx ? p.dx + r * C : nullptr;
+        T *dxr = GRAD ? p.dx + r * C : nullptr;
         int64_t y = (int64_t)p.target[r];
         if (y == p.ignore_index) {
-            if (p.compute && G::tid() == 0) {
+            if (COMPUTE && G::tid() == 0) {
                 if (p.lse)
                     p.lse[r] = 0;
                 p.loss_row[r] = 0;
             }
-            if (dxr)
+            if (GRAD)
                 row_fill<G>(dxr, C, A(0));
             continue;
         }
@@ -284,12 +290,12 @@ template <class T, class I, bool WARP> __global__ void __launch_bounds__(max_thr
         A wsum = p.weight ? (e > 0 ? p.scal[1] : A(0)) : A(C);
         /* Vector loads need xr and dxr equally aligned; when they are not, go element by element. */
         int head = aligned_head(xr, C);
-        if (dxr && (((uintptr_t)xr ^ (uintptr_t)dxr) & 15))
+        if (GRAD && (((uintptr_t)xr ^ (uintptr_t)dxr) & 15))
             head = C;
         /* lse = m + ls. The forward keeps the two apart: x - m is exact near the max, so the loss
          * and the fused gradient stay accurate for logits around 1e4 in f32. */
         A m, ls;
-        if (p.compute) {
+        if (COMPUTE) {
             /* The smoothing sum is taken relative to x_0 so that it does not cancel for large
              * logits: sum_c w_c (lse - x_c) = Wsum (lse - x_0) - sum_c w_c (x_c - x_0). */
             const A x0 = ld(xr[0]);
@@ -321,7 +327,7 @@ template <class T, class I, bool WARP> __global__ void __launch_bounds__(max_thr
                 if (valid) {
                     l = (A(1) - e) * wy * ((m - ld(xr[yc])) + ls);
                     if (e > 0)
-                        l += e / A(C) * (wsum * ((m - x0) + ls) - acc.sw);
+                        l += p.e_over_c * (wsum * ((m - x0) + ls) - acc.sw);
                 }
                 if (p.lse)
                     p.lse[r] = m + ls;
@@ -331,16 +337,16 @@ template <class T, class I, bool WARP> __global__ void __launch_bounds__(max_thr
             m = p.lse[r];
             ls = 0;
         }
-        if (!dxr)
+        if (!GRAD)
             continue;
         if (!valid) {
             row_fill<G>(dxr, C, nan);
             continue;
         }
-        A g = p.compute ? p.grad_scale : p.dloss[p.reduction == FILO_LOSS_NONE ? r : 0];
+        A g = COMPUTE ? p.grad_scale : p.dloss[p.reduction == FILO_LOSS_NONE ? r : 0];
         if (p.reduction == FILO_LOSS_MEAN)
-            g /= p.scal[0];
-        const A a = g * ((A(1) - e) * wy + e * wsum / A(C)), b = g * (A(1) - e) * wy, cw = g * e / A(C);
+            g *= p.scal[2];
+        const A a = g * ((A(1) - e) * wy + p.e_over_c * wsum), b = g * (A(1) - e) * wy, cw = g * p.e_over_c;
         row_for<G>(xr, C, head, [&](int c0, auto &v) {
             const int N = (int)(sizeof(v) / sizeof(v[0]));
             vecn<T, N> o;
@@ -359,7 +365,7 @@ template <class T, class I, bool WARP> __global__ void __launch_bounds__(max_thr
 }
 
 /* scal[0] = W, the sum over non-ignored in-range rows of w_target (their count without weights);
- * scal[1] = Wsum = sum_c w_c (C without weights). */
+ * scal[1] = Wsum = sum_c w_c (C without weights); scal[2] = 1 / W for the MEAN gradient. */
 template <class I, class A>
 __global__ void ce_scalars_kernel(const I *target, const A *weight, int64_t rows, int C, int64_t ignore_index, A *scal)
 {
@@ -375,6 +381,7 @@ __global__ void ce_scalars_kernel(const I *target, const A *weight, int64_t rows
     if (threadIdx.x == 0) {
         scal[0] = w;
         scal[1] = ws;
+        scal[2] = A(1) / w;
     }
 }
 
@@ -428,7 +435,7 @@ extern "C" filo_status filo_cuda_cross_entropy(const filo_loss_desc *d, void *st
         int C = (int)d->cols;
         int reduce = d->compute && d->reduction != FILO_LOSS_NONE;
         int mean = d->reduction == FILO_LOSS_MEAN && (d->compute || d->rows > 0);
-        A *scal = (A *)d->scratch, *loss_row = reduce ? scal + 2 : (A *)d->loss;
+        A *scal = (A *)d->scratch, *loss_row = reduce ? scal + 3 : (A *)d->loss;
         if (mean || (d->weight && d->label_smoothing > 0)) {
             FILO_LAUNCH((ce_scalars_kernel<I, A>), 1, 256, 0, s)
             ((const I *)d->target, (const A *)d->weight, d->rows, C, d->ignore_index, scal);
@@ -442,23 +449,31 @@ extern "C" filo_status filo_cuda_cross_entropy(const filo_loss_desc *d, void *st
             p.lse = (A *)d->lse;
             p.loss_row = loss_row;
             p.dloss = (const A *)d->dloss;
-            p.dx = d->grad ? (T *)d->dx : nullptr;
+            p.dx = (T *)d->dx;
             p.scal = scal;
             p.rows = d->rows;
             p.ignore_index = d->ignore_index;
             p.C = C;
             p.reduction = d->reduction;
-            p.compute = d->compute;
             p.smoothing = (A)d->label_smoothing;
+            p.e_over_c = (A)(d->label_smoothing / (double)C);
             p.grad_scale = (A)d->grad_scale;
-            if (C <= warp_row_max_cols) {
-                int64_t blocks = (d->rows + warp_rows_per_block - 1) / warp_rows_per_block;
-                unsigned grid = (unsigned)(blocks < 65536 ? blocks : 65536);
-                FILO_LAUNCH((ce_rows_kernel<T, I, true>), grid, 32 * warp_rows_per_block, 0, s)(p);
-            } else {
-                unsigned grid = (unsigned)(d->rows < 65536 ? d->rows : 65536);
-                FILO_LAUNCH((ce_rows_kernel<T, I, false>), grid, row_threads(C, vec_width<T>::value), 0, s)(p);
-            }
+            int warp = C <= warp_row_max_cols;
+            int64_t blocks = warp ? (d->rows + warp_rows_per_block - 1) / warp_rows_per_block : d->rows;
+            unsigned grid = (unsigned)(blocks < 65536 ? blocks : 65536);
+            int threads = warp ? 32 * warp_rows_per_block : row_threads(C, vec_width<T>::value);
+            if (warp && !d->grad)
+                FILO_LAUNCH((ce_rows_kernel<T, I, true, true, false>), grid, threads, 0, s)(p);
+            else if (warp && !d->compute)
+                FILO_LAUNCH((ce_rows_kernel<T, I, true, false, true>), grid, threads, 0, s)(p);
+            else if (warp)
+                FILO_LAUNCH((ce_rows_kernel<T, I, true, true, true>), grid, threads, 0, s)(p);
+            else if (!d->grad)
+                FILO_LAUNCH((ce_rows_kernel<T, I, false, true, false>), grid, threads, 0, s)(p);
+            else if (!d->compute)
+                FILO_LAUNCH((ce_rows_kernel<T, I, false, false, true>), grid, threads, 0, s)(p);
+            else
+                FILO_LAUNCH((ce_rows_kernel<T, I, false, true, true>), grid, threads, 0, s)(p);
             FILO_TRY(filo_cuda_check_launch(where));
         }
         if (reduce) {
