@@ -29,6 +29,7 @@ typedef struct ce_ctx {
     int64_t lead[4];
     int64_t target[MAX_ROWS];
     double grad_scale;
+    int offset_view; /* pass logits as a contiguous view that starts one row into its storage */
 } ce_ctx;
 
 static filo_dtype acc_dtype(filo_dtype t) { return t == FILO_F64 ? FILO_F64 : FILO_F32; }
@@ -57,6 +58,19 @@ static filo_status run_ce(void *ctx, filo_tensor *const *in, filo_tensor **out)
     const ce_ctx *c = ctx;
     filo_tensor *target = upload_targets(c, in[0]->device);
     filo_cross_entropy_options o = options_of(c, c->weights ? in[1] : NULL);
+    filo_tensor *storage = NULL, *view = NULL;
+    filo_tensor *moved[PARITY_MAX_TENSORS];
+    if (c->offset_view) {
+        /* Rows of C elements from the second row of the storage: the logits' rows and dlogits'
+         * rows then differ in their 16-byte alignment whenever C * size is not a multiple of 16. */
+        int64_t shape[2] = {c->rows + 1, c->C};
+        FILO_CHECK(filo_tensor_empty(in[0]->device, in[0]->dtype, 2, shape, &storage));
+        FILO_CHECK(filo_tensor_slice(storage, 0, 1, c->rows + 1, 1, &view));
+        FILO_CHECK(filo_tensor_copy(view, in[0]));
+        memcpy(moved, in, sizeof moved);
+        moved[0] = view;
+        in = moved;
+    }
     filo_status s;
     if (c->mode == MODE_FORWARD) {
         s = filo_cross_entropy_forward(in[0], target, &o, &out[0], &out[1]);
@@ -71,6 +85,8 @@ static filo_status run_ce(void *ctx, filo_tensor *const *in, filo_tensor **out)
         filo_tensor_free(lse);
     }
     filo_tensor_free(target);
+    filo_tensor_free(view);
+    filo_tensor_free(storage);
     return s;
 }
 
@@ -160,12 +176,13 @@ typedef struct case_opts {
     int ignore_every;
     double lo, hi;
     int transpose;
+    int offset_view;
 } case_opts;
 
 static void ce_case(case_opts k, int ndim, const int64_t *shape)
 {
     ce_ctx c = {.mode = k.mode, .weights = k.weights, .smoothing = k.smoothing, .reduction = k.reduction,
-                .target_dtype = k.target_dtype, .grad_scale = 0.75};
+                .target_dtype = k.target_dtype, .grad_scale = 0.75, .offset_view = k.offset_view};
     c.C = shape[ndim - 1];
     c.lead_ndim = ndim - 1;
     c.rows = 1;
@@ -178,7 +195,8 @@ static void ce_case(case_opts k, int ndim, const int64_t *shape)
     char name[200];
     snprintf(name, sizeof name, "cross_entropy %s %s rows=%lld C=%lld %s%s smoothing=%g %s%s", mode_names[k.mode],
              filo_dtype_name(k.dtype), (long long)c.rows, (long long)c.C, red_names[k.reduction],
-             k.weights ? " weighted" : "", k.smoothing, filo_dtype_name(k.target_dtype), k.transpose ? " transposed" : "");
+             k.weights ? " weighted" : "", k.smoothing, filo_dtype_name(k.target_dtype),
+             k.transpose ? " transposed" : (k.offset_view ? " offset view" : ""));
     parity_case pc = {.name = name, .run = run_ce, .reference = reference_ce, .ctx = &c, .seed = 5 + (uint64_t)c.C};
     pc.inputs[pc.n_inputs++] = input(k.dtype, ndim, shape, k.lo, k.hi, k.transpose);
     if (k.weights)
@@ -288,6 +306,22 @@ Test(loss, strided_and_large_logits)
         ce_case(k, 2, wide);
         k.dtype = FILO_F64;
         ce_case(k, 2, wide);
+    }
+}
+
+/* Logits that start one row into their storage (2-D only): contiguous, so used in place, with
+ * rows aligned differently from dlogits' rows (the kernels then load element by element). */
+Test(loss, offset_views)
+{
+    int64_t s33[2] = {7, 33}, s301[2] = {3, 301}, s304[2] = {3, 304};
+    for (int mode = 0; mode < 3; mode++) {
+        case_opts k = opts_of(FILO_F32, mode, 1, 0.1, FILO_LOSS_MEAN);
+        k.offset_view = 1;
+        ce_case(k, 2, s33);
+        ce_case(k, 2, s301);
+        ce_case(k, 2, s304);
+        k.dtype = FILO_BF16;
+        ce_case(k, 2, s301);
     }
 }
 
