@@ -2,24 +2,26 @@
  * Reference: kernels/cpu/loss.c (filo_cpu_cross_entropy); the formulas are in
  * include/filo/loss.h. S = sizeof(logits element), A = sizeof(f32, or f64 for f64 logits).
  *
- * ce_rows_kernel: one row per block (C > 256: 64..512 threads, about four 16-byte vectors a
- * thread) or one row per warp (C <= 256: 4 rows in a 128-thread block, warp shuffles only, so a
- * C = 2 classifier does not idle a whole block per row); grid-stride over rows. Each thread walks
+ * ce_rows_kernel<T, I, WARP, COMPUTE, GRAD> (forward: COMPUTE; backward: GRAD; fused: both): one
+ * row per block (C > 256: 64..512 threads, about four 16-byte vectors a thread) or one row per
+ * warp (C <= 256: 4 rows in a 128-thread block, warp shuffles only, so a C = 2 classifier does
+ * not idle a whole block per row); grid-stride over rows. Each thread walks
  * its columns with 16-byte vector loads (the row's unaligned head and tail element by element).
  *   forward  one read of the row keeps an online (max, sum of exp) per thread and, with label
  *            smoothing, sum_c w_c (x_c - x_0); these merge across the row in a fixed order, then
- *            lse = max + log(sum) and the row's loss are written. Bytes a row: read C*S (+ C*4
+ *            lse = max + log(sum) and the row's loss are written. Bytes a row: read C*S (+ C*A
  *            of weights when smoothing with weights, L2-resident), + target and x[target], write
- *            2*A. Ignored rows are not read: they write lse 0, loss 0.
+ *            2*A (lse, and the loss or its SUM/MEAN partial). Ignored rows are not read: they
+ *            write lse 0, loss 0.
  *   backward one read of the row and one write of dlogits: p = exp(x - lse) recomputed from the
- *            saved lse. Bytes a row: read C*S + A (lse) + target, write C*S. Ignored rows only
- *            write zeros (C*S).
+ *            saved lse. Bytes a row: read C*S + A (lse) + target (+ C*A of weights when
+ *            smoothing with weights), write C*S. Ignored rows only write zeros (C*S).
  *   fused    the forward, then the backward pass with lse still in registers: reads the row twice
  *            (the second read normally hits L2: a row is at most a few hundred KB), writes C*S.
  * ce_scalars_kernel (1 block, 256 threads): W = sum of the target weights of the non-ignored
  *   rows (the MEAN divisor) and Wsum = sum_c w_c, computed on the device, so the host never
  *   waits. Launched before the rows kernel when MEAN or weighted smoothing needs them. Bytes:
- *   read N targets (+ gathered weights) + C*4 weights, write 2*A.
+ *   read N targets (+ N gathered weights) + C*A weights, write 3*A (W, Wsum, 1 / W).
  * ce_reduce_kernel (1 block, 512 threads): SUM/MEAN add the per-row losses in a fixed order (no
  *   atomics: bitwise reproducible) and divide by W for MEAN. Bytes: read N*A, write A.
  *
