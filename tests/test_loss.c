@@ -1,8 +1,9 @@
 /* Softmax cross-entropy (include/filo/loss.h): forward, backward and fused parity on every
  * backend against a float64 reference written here from PyTorch's F.cross_entropy formulas, for
  * every option combination (weights, ignore_index hits, label smoothing, NONE/SUM/MEAN), odd
- * shapes, large logits, all-ignored batches; a finite-difference gradient check in f64; the
- * bitwise determinism of the CUDA reductions; out-of-range targets; every bad-input error. */
+ * shapes, large logits, all-ignored batches; PyTorch 1.13's own numbers for a small case; a
+ * finite-difference gradient check in f64; the bitwise determinism of the CUDA reductions;
+ * out-of-range targets; every bad-input error. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,6 +400,99 @@ Test(loss, empty_batch)
         filo_tensor_free(x);
         filo_tensor_free(t);
     }
+}
+
+/* ---- PyTorch's own numbers ---- */
+
+/* F.cross_entropy of PyTorch 1.13 (Debian python3-torch) in float64 on these logits, targets
+ * (one ignored) and weights: the losses for reduction NONE, SUM, MEAN x weight off/on x label
+ * smoothing 0/0.1, and the gradients of sum(loss) for NONE and MEAN with weights and smoothing
+ * 0.1. (PyTorch also gives NaN for MEAN over an all-ignored batch, with or without weights.) */
+static const double torch_x[20] = {0.5, -1.25, 2.0, 0.75, 0.0625, 1.5, 0.25, -0.5, 3.0, -2.0,
+                                   -2.0, 1.0, 0.125, -0.375, 1.75, 0.0, 0.5, -1.0, 2.5, -0.25};
+static const double torch_t[4] = {1, IGNORE, 4, 0};
+static const double torch_w[5] = {0.5, 1.0, 2.0, 1.5, 0.75};
+static const double torch_loss[12][4] = {
+    {3.7761906689201652, 0, 0.59455754735919897, 2.7712062330196967},
+    {3.6099406689201654, 0, 0.75955754735919889, 2.7362062330196966},
+    {3.7761906689201652, 0, 0.44591816051939925, 1.3856031165098484},
+    {3.6056460289539678, 0, 0.65095046241376719, 1.5244815216561287},
+    {7.1419544492990603}, {7.1057044492990613}, {5.6077119459494131}, {5.7810780130238637},
+    {2.3806514830996868}, {2.3685681497663538}, {2.4923164204219614}, {2.5693680057883839},
+};
+static const double torch_grad_none[20] = {
+    0.12381432738351897, -0.89674655664039704, 0.55971420848935671, 0.14182099747741281, 0.071397023290108538,
+    0, 0, 0, 0, 0,
+    0.00025202654861402479, 0.18591745777968721, 0.045839167337104393, 0.02206408679415707, -0.25407273845956252,
+    -0.42463864708788457, 0.038301014706938696, -0.026991285251624808, 0.40078946829415091, 0.012539449338419833};
+static const double torch_grad_mean[20] = {
+    0.05502858994823065, -0.3985540251735098, 0.24876187043971407, 0.063031554434405695, 0.03173201035115935,
+    0, 0, 0, 0, 0,
+    0.00011201179938401009, 0.082629981235416525, 0.020372963260935278, 0.0098062607974031372, -0.11292121709313896,
+    -0.18872828759461535, 0.017022673203083864, -0.011996126778499915, 0.17812865257517818, 0.0055730885948532581};
+
+static void expect_close(const char *what, filo_device d, filo_dtype t, const double *got, const double *want, int n)
+{
+    double tol = t == FILO_F64 ? 1e-13 : 2e-6;
+    for (int i = 0; i < n; i++)
+        cr_assert(fabs(got[i] - want[i]) <= tol * (1 + fabs(want[i])), "%s %s on %s: element %d is %.17g, PyTorch %.17g",
+                  what, filo_dtype_name(t), filo_test_backend_name(d), i, got[i], want[i]);
+}
+
+Test(loss, pytorch_values)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    int64_t shape[2] = {4, 5}, lead = 4, C = 5;
+    const double ones[4] = {1, 1, 1, 1}, one = 1;
+    const filo_dtype types[2] = {FILO_F64, FILO_F32};
+    for (int b = 0; b < nb; b++)
+        for (int ti = 0; ti < 2; ti++) {
+            filo_dtype t = types[ti];
+            filo_tensor *x = filo_test_upload(devs[b], t, 2, shape, torch_x);
+            filo_tensor *tg = filo_test_upload(devs[b], FILO_I64, 1, &lead, torch_t);
+            filo_tensor *w = filo_test_upload(devs[b], t, 1, &C, torch_w);
+            for (int k = 0; k < 12; k++) {
+                filo_cross_entropy_options o = filo_cross_entropy_defaults();
+                o.reduction = (filo_loss_reduction)(k / 4);
+                o.weight = k % 4 >= 2 ? w : NULL;
+                o.label_smoothing = k % 2 ? 0.1 : 0.0;
+                filo_tensor *loss, *lse, *dx = NULL;
+                FILO_CHECK(filo_cross_entropy_forward(x, tg, &o, &loss, &lse));
+                double *v = filo_test_download(loss);
+                char what[64];
+                snprintf(what, sizeof what, "loss case %d", k);
+                expect_close(what, devs[b], t, v, torch_loss[k], (int)filo_tensor_numel(loss));
+                free(v);
+                if (k == 3 || k == 11) {
+                    int none = k == 3;
+                    filo_tensor *dl = filo_test_upload(devs[b], t, none ? 1 : 0, &lead, none ? ones : &one);
+                    FILO_CHECK(filo_cross_entropy_backward(dl, x, tg, lse, &o, &dx));
+                    v = filo_test_download(dx);
+                    expect_close(none ? "grad none" : "grad mean", devs[b], t, v, none ? torch_grad_none : torch_grad_mean, 20);
+                    free(v);
+                    filo_tensor_free(dl);
+                    filo_tensor_free(dx);
+                    if (!none) {
+                        filo_tensor *fl;
+                        FILO_CHECK(filo_cross_entropy_fused(x, tg, &o, 1.0, &fl, &dx));
+                        v = filo_test_download(fl);
+                        expect_close("fused loss", devs[b], t, v, torch_loss[k], 1);
+                        free(v);
+                        v = filo_test_download(dx);
+                        expect_close("fused grad", devs[b], t, v, torch_grad_mean, 20);
+                        free(v);
+                        filo_tensor_free(fl);
+                        filo_tensor_free(dx);
+                    }
+                }
+                filo_tensor_free(loss);
+                filo_tensor_free(lse);
+            }
+            filo_tensor_free(x);
+            filo_tensor_free(tg);
+            filo_tensor_free(w);
+        }
 }
 
 /* ---- finite differences (f64 on the CPU) ---- */
