@@ -31,13 +31,17 @@ typedef struct ce_ctx {
     int64_t target[MAX_ROWS];
     double grad_scale;
     int offset_view; /* pass logits as a contiguous view that starts one row into its storage */
+    int64_t ignore_index; /* 0 means IGNORE (-100) */
 } ce_ctx;
 
 static filo_dtype acc_dtype(filo_dtype t) { return t == FILO_F64 ? FILO_F64 : FILO_F32; }
 
+static int64_t ignore_of(const ce_ctx *c) { return c->ignore_index ? c->ignore_index : IGNORE; }
+
 static filo_cross_entropy_options options_of(const ce_ctx *c, const filo_tensor *weight)
 {
     filo_cross_entropy_options o = filo_cross_entropy_defaults();
+    o.ignore_index = ignore_of(c);
     o.weight = weight;
     o.label_smoothing = c->smoothing;
     o.reduction = c->reduction;
@@ -102,7 +106,7 @@ static void reference_ce(void *ctx, double *const *in, const parity_input *shape
     for (int64_t j = 0; j < C; j++)
         wsum += w ? w[j] : 1.0;
     for (int64_t r = 0; r < N; r++)
-        if (c->target[r] != IGNORE)
+        if (c->target[r] != ignore_of(c))
             W += w ? w[c->target[r]] : 1.0;
     double *loss_out = c->mode == MODE_BACKWARD ? NULL : want[0];
     double *lse_out = c->mode == MODE_FORWARD ? want[1] : NULL;
@@ -111,7 +115,7 @@ static void reference_ce(void *ctx, double *const *in, const parity_input *shape
         const double *xr = x + r * C;
         int64_t y = c->target[r];
         double loss = 0, lse = 0;
-        if (y != IGNORE) {
+        if (y != ignore_of(c)) {
             double m = -INFINITY, s = 0;
             for (int64_t j = 0; j < C; j++)
                 m = fmax(m, xr[j]);
@@ -156,7 +160,7 @@ static void make_targets(ce_ctx *c, int ignore_every, uint64_t seed)
         if (c->target[r] >= c->C)
             c->target[r] = c->C - 1;
         if (ignore_every > 0 && r % ignore_every == 1)
-            c->target[r] = IGNORE;
+            c->target[r] = ignore_of(c);
     }
 }
 
@@ -178,12 +182,14 @@ typedef struct case_opts {
     double lo, hi;
     int transpose;
     int offset_view;
+    int64_t ignore_index; /* 0: IGNORE */
 } case_opts;
 
 static void ce_case(case_opts k, int ndim, const int64_t *shape)
 {
     ce_ctx c = {.mode = k.mode, .weights = k.weights, .smoothing = k.smoothing, .reduction = k.reduction,
-                .target_dtype = k.target_dtype, .grad_scale = 0.75, .offset_view = k.offset_view};
+                .target_dtype = k.target_dtype, .grad_scale = 0.75, .offset_view = k.offset_view,
+                .ignore_index = k.ignore_index};
     c.C = shape[ndim - 1];
     c.lead_ndim = ndim - 1;
     c.rows = 1;
@@ -308,6 +314,23 @@ Test(loss, strided_and_large_logits)
         k.dtype = FILO_F64;
         ce_case(k, 2, wide);
     }
+}
+
+/* An ignore_index that is a valid class (3 of 7, and 5 of 300): those rows are ignored, and
+ * targets equal to another class are not. */
+Test(loss, ignore_index_in_range)
+{
+    int64_t s7[2] = {33, 7}, s300[2] = {7, 300};
+    for (int red = 0; red < 3; red++)
+        for (int mode = 0; mode < 3; mode++) {
+            if (mode == MODE_FUSED && red == FILO_LOSS_NONE)
+                continue;
+            case_opts k = opts_of(FILO_F32, mode, 1, 0.1, (filo_loss_reduction)red);
+            k.ignore_index = 3;
+            ce_case(k, 2, s7);
+            k.ignore_index = 5;
+            ce_case(k, 2, s300);
+        }
 }
 
 /* Logits that start one row into their storage (2-D only): contiguous, so used in place, with
