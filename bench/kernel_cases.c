@@ -388,6 +388,24 @@ static filo_status run_maxpool(void *p)
 /* Reads x, writes a quarter of it and an i64 index per output. */
 static double bytes_maxpool(filo_dtype t, const int64_t *d) { return conv_elems(d) * (el(t) * 1.25 + 8.0 / 4); }
 
+/* ---- fused softmax cross-entropy (loss and dlogits in one call): dims {rows, classes}; reads the
+ * logits, writes dlogits (the fewest bytes; the kernel may read a row twice) ---- */
+
+static filo_status setup_cross_entropy(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    BENCH_TRY(setup_rows(d, t, dims, 1, 0, ctx));
+    tensors_ctx *c = *ctx;
+    return add_tensor(c, d, FILO_I64, 1, dims, 7.0, 7.0); /* every target class 7 */
+}
+
+static filo_status run_cross_entropy(void *p)
+{
+    tensors_ctx *c = p;
+    filo_cross_entropy_options opts = filo_cross_entropy_defaults();
+    filo_tensor *o[2] = {NULL};
+    return free_outputs(filo_cross_entropy_fused(c->t[0], c->t[1], &opts, 1.0, &o[0], &o[1]), o, 2);
+}
+
 static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
 static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
 static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
@@ -423,6 +441,9 @@ static const bench_case conv_case = {"conv2d 3x3 fwd", setup_conv, run_conv_fwd,
 static const bench_case maxpool_case = {"maxpool 2x2 fwd", setup_conv, run_maxpool, teardown_tensors, bytes_maxpool,
                                         NULL};
 
+static const bench_case ce_case = {"cross-entropy fused (MLM)", setup_cross_entropy, run_cross_entropy,
+                                   teardown_tensors, bytes_rw2, NULL};
+
 /* Shapes: tokens x hidden for row ops, the attention probabilities' rows x seq for softmax. */
 #define BASE_ROWS(c) {4096, c, 0, 0}
 #define MINI_ROWS(c) {2048, c, 0, 0}
@@ -436,6 +457,8 @@ const bench_entry bench_entries[] = {
     {&bias_gelu_bwd_case, FILO_BF16, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
     {&bdr_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&dropout_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    /* the masked-LM head over BERT's 30522-word vocabulary: every token (base), 512 rows (mini) */
+    {&ce_case, FILO_BF16, {4096, 30522, 0, 0}, {512, 30522, 0, 0}, {7, 129, 0, 0}},
     {&softmax_case, FILO_F32, {32 * 12 * 128, 128, 0, 0}, {16 * 4 * 128, 128, 0, 0}, QUICK_ROWS},
     {&ln_fwd_case, FILO_F32, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_fwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},

@@ -17,6 +17,7 @@
 #include "filo/bias_act.h"
 #include "filo/conv.h"
 #include "filo/pool.h"
+#include "filo/loss.h"
 #include "filo/matmul.h"
 
 #define FILO_VERSION_MAJOR 0
