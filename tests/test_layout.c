@@ -377,3 +377,68 @@ Test(layout, bad_inputs)
     filo_tensor_free(x64);
     filo_tensor_free(xi);
 }
+
+/* filo_tensor_contiguous of permuted, sliced and expanded views, every element size: the CPU
+ * strided copy's fast paths (memcpy runs, tiled transposes) against an index walk here. */
+Test(layout, strided_copies_of_views)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    const int64_t shape[4] = {3, 37, 5, 41}, n = 3 * 37 * 5 * 41;
+    double *v = malloc(sizeof(double) * (size_t)n);
+    filo_test_fill_random(v, n, 17, 1, 100);
+    for (int i = 0; i < n; i++)
+        v[i] = floor(v[i]);
+    static const int perms[5][4] = {{0, 1, 2, 3}, {0, 1, 3, 2}, {3, 2, 1, 0}, {1, 3, 0, 2}, {2, 0, 3, 1}};
+    const filo_dtype types[4] = {FILO_U8, FILO_F16, FILO_F32, FILO_F64};
+    for (int b = 0; b < nb; b++)
+        for (int t = 0; t < 4; t++)
+            for (int p = 0; p < 5; p++)
+                for (int sl = 0; sl < 2; sl++) {
+                    filo_tensor *x = filo_test_upload(devs[b], types[t], 4, shape, v), *pv, *sv, *c;
+                    FILO_CHECK(filo_tensor_permute(x, perms[p], &pv));
+                    /* Optionally a step-2 slice of the new last dim and an offset start on dim 0. */
+                    if (sl)
+                        FILO_CHECK(filo_tensor_slice(pv, 3, 1, pv->shape[3], 2, &sv));
+                    else
+                        FILO_CHECK(filo_tensor_alias(pv, &sv));
+                    FILO_CHECK(filo_tensor_contiguous(sv, &c));
+                    double *got = filo_test_download(c);
+                    int64_t m = filo_tensor_numel(sv), idx[4];
+                    for (int64_t i = 0; i < m; i++) {
+                        int64_t rest = i, off = 0;
+                        for (int k = 3; k >= 0; k--) {
+                            idx[k] = rest % sv->shape[k];
+                            rest /= sv->shape[k];
+                        }
+                        int64_t src[4];
+                        for (int k = 0; k < 4; k++)
+                            src[perms[p][k]] = k == 3 && sl ? 1 + 2 * idx[k] : idx[k];
+                        for (int k = 0; k < 4; k++)
+                            off = off * shape[k] + src[k];
+                        cr_assert_eq(got[i], v[off], "%s perm %d slice %d on %s: element %lld", filo_dtype_name(types[t]),
+                                     p, sl, filo_test_backend_name(devs[b]), (long long)i);
+                    }
+                    free(got);
+                    filo_tensor_free(x);
+                    filo_tensor_free(pv);
+                    filo_tensor_free(sv);
+                    filo_tensor_free(c);
+                }
+    /* An expanded (stride 0) source and a strided destination. */
+    filo_tensor *row, *ex, *dst, *dview;
+    FILO_CHECK(filo_tensor_from_host(filo_cpu(), FILO_F32, 2, (int64_t[]){1, 5}, (float[]){1, 2, 3, 4, 5}, &row));
+    FILO_CHECK(filo_tensor_expand(row, 2, (int64_t[]){7, 5}, &ex));
+    FILO_CHECK(filo_tensor_zeros(filo_cpu(), FILO_F32, 2, (int64_t[]){5, 7}, &dst));
+    FILO_CHECK(filo_tensor_transpose(dst, 0, 1, &dview));
+    FILO_CHECK(filo_tensor_copy(dview, ex));
+    float out[35];
+    FILO_CHECK(filo_tensor_to_host(dst, out, sizeof out));
+    for (int i = 0; i < 35; i++)
+        cr_assert_eq(out[i], (float)(i / 7 + 1));
+    filo_tensor_free(row);
+    filo_tensor_free(ex);
+    filo_tensor_free(dst);
+    filo_tensor_free(dview);
+    free(v);
+}
