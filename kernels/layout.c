@@ -2,6 +2,7 @@
  * the dispatch to kernels/cpu/layout.c or kernels/cuda/layout.cu by the inputs' device. */
 #include "filo/layout.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -104,6 +105,16 @@ filo_status filo_concat(const filo_tensor *const *xs, int n, int dim, filo_tenso
     filo_status st = filo_tensor_empty(x0->device, x0->dtype, x0->ndim, shape, &o);
     int64_t off = 0;
     for (int i = 0; st == FILO_OK && i < n; i++) {
+        if (!filo_tensor_is_contiguous(xs[i])) {
+            /* A strided input: one pass of the runtime's strided copy into its slot. */
+            filo_tensor *slot = NULL;
+            st = filo_tensor_slice(o, d, off, off + xs[i]->shape[d], 1, &slot);
+            if (st == FILO_OK)
+                st = filo_tensor_copy(slot, xs[i]);
+            filo_tensor_free(slot);
+            off += xs[i]->shape[d];
+            continue;
+        }
         filo_tensor *c = NULL;
         st = filo_tensor_contiguous(xs[i], &c);
         if (st != FILO_OK)
@@ -173,15 +184,19 @@ filo_status filo_chunk(const filo_tensor *x, int dim, int n, filo_tensor **outs,
     int d;
     FILO_TRY(norm_dim(op, x, dim, &d));
     int64_t size = x->shape[d], each = (size + n - 1) / n;
-    int64_t sizes[n];
-    int count = 0;
-    if (size == 0) {
-        sizes[count++] = 0; /* torch.chunk of an empty dim: one empty chunk */
-    } else {
-        for (int64_t s = 0; s < size; s += each)
-            sizes[count++] = size - s < each ? size - s : each;
+    /* ceil(size / each) <= n views; torch.chunk of an empty dim gives one empty chunk. */
+    int count = size == 0 ? 1 : (int)((size + each - 1) / each);
+    int64_t *sizes = malloc(sizeof(int64_t) * (size_t)count);
+    if (!sizes)
+        return filo_error_set(FILO_ERR_OOM, op, "out of host memory for %d chunk sizes", count);
+    for (int i = 0; i < count; i++) {
+        int64_t start = (int64_t)i * each;
+        sizes[i] = size - start < each ? size - start : each;
     }
-    FILO_TRY(filo_split(x, d, sizes, count, outs));
+    filo_status st = filo_split(x, d, sizes, count, outs);
+    free(sizes);
+    if (st != FILO_OK)
+        return filo_error_wrap(st, op);
     *n_out = count;
     return FILO_OK;
 }
