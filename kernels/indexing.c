@@ -416,14 +416,11 @@ filo_status filo_masked_fill(const filo_tensor *x, const filo_tensor *mask, doub
         return filo_error_set(FILO_ERR_SHAPE, op, "mask %s does not broadcast to x %s",
                               filo_tensor_describe(mask, a, sizeof a), filo_tensor_describe(x, b, sizeof b));
     filo_masked_fill_desc md = {.ndim = x->ndim, .elsize = filo_dtype_size(x->dtype), .numel = filo_tensor_numel(x)};
+    /* The value as one element of x's dtype: rounded for floats, truncated toward zero for
+     * integers, which must hold it (no wrap-around). */
     unsigned char bytes[8] = {0};
-    if (filo_dtype_is_float(x->dtype)) {
-        filo_el_store_f(bytes, x->dtype, value);
-    } else {
-        if (!(value >= -9.2e18 && value <= 9.2e18))
-            return filo_error_set(FILO_ERR_INVALID_ARG, op, "value %g does not fit in %s", value, filo_dtype_name(x->dtype));
-        filo_el_store_i(bytes, x->dtype, (int64_t)value);
-    }
+    if (filo_convert(&value, FILO_F64, bytes, x->dtype, 1) != FILO_OK)
+        return filo_error_set(FILO_ERR_INVALID_ARG, op, "value %g does not fit in %s", value, filo_dtype_name(x->dtype));
     memcpy(&md.value, bytes, 8);
     tensors t = {{NULL}, NULL, NULL};
     filo_status st = filo_tensor_expand(mask, x->ndim, x->shape, &t.c[0]);

@@ -231,14 +231,11 @@ static filo_status pad_impl(const char *op, const filo_tensor *x, int npairs, co
         pd.out_shape[k] = size;
     }
     /* The fill value as one element of x's dtype. */
+    /* The value as one element of x's dtype: rounded for floats, truncated toward zero for
+     * integers, which must hold it (no wrap-around). */
     unsigned char bytes[8] = {0};
-    if (filo_dtype_is_float(x->dtype)) {
-        filo_el_store_f(bytes, x->dtype, value);
-    } else {
-        if (!(value >= -9.2e18 && value <= 9.2e18))
-            return filo_error_set(FILO_ERR_INVALID_ARG, op, "value %g does not fit in %s", value, filo_dtype_name(x->dtype));
-        filo_el_store_i(bytes, x->dtype, (int64_t)value);
-    }
+    if (filo_convert(&value, FILO_F64, bytes, x->dtype, 1) != FILO_OK)
+        return filo_error_set(FILO_ERR_INVALID_ARG, op, "value %g does not fit in %s", value, filo_dtype_name(x->dtype));
     memcpy(&pd.value, bytes, 8);
     filo_tensor *o = NULL, *c = NULL;
     filo_status st = filo_tensor_empty(x->device, x->dtype, x->ndim, pd.out_shape, &o);

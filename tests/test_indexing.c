@@ -663,6 +663,7 @@ Test(indexing, bad_inputs)
     filo_tensor *m17;
     FILO_CHECK(filo_tensor_zeros(cpu, FILO_U8, 1, (int64_t[]){7}, &m17));
     FILO_CHECK_FAILS(filo_masked_fill(xi, m17, NAN, &y), FILO_ERR_INVALID_ARG, "value nan does not fit in i32");
+    FILO_CHECK_FAILS(filo_masked_fill(m8, m17, 300, &y), FILO_ERR_INVALID_ARG, "filo_masked_fill: value 300 does not fit in u8");
     filo_tensor_free(m17);
 
     if (filo_cuda_device_count() > 0) {

@@ -369,6 +369,11 @@ Test(layout, bad_inputs)
                      "pads (-4, -4) on dim 1 of f32[4, 7] cpu give a negative size -1");
     FILO_CHECK_FAILS(filo_pad(x, 1, NULL, 0, &y), FILO_ERR_INVALID_ARG, "pads is NULL");
     FILO_CHECK_FAILS(filo_pad(xi, 1, (int64_t[]){1, 1}, NAN, &y), FILO_ERR_INVALID_ARG, "does not fit in i32");
+    filo_tensor *xu;
+    FILO_CHECK(filo_tensor_zeros(filo_cpu(), FILO_U8, 1, (int64_t[]){4}, &xu));
+    FILO_CHECK_FAILS(filo_pad(xu, 1, (int64_t[]){1, 1}, 256, &y), FILO_ERR_INVALID_ARG, "filo_pad: value 256 does not fit in u8");
+    FILO_CHECK_FAILS(filo_pad(xu, 1, (int64_t[]){1, 1}, -1, &y), FILO_ERR_INVALID_ARG, "value -1 does not fit in u8");
+    filo_tensor_free(xu);
     FILO_CHECK_FAILS(filo_pad_backward(x, 1, (int64_t[]){4, 4}, &y), FILO_ERR_SHAPE, "filo_pad_backward: pads (4, 4)");
     FILO_CHECK_FAILS(filo_pad_backward(NULL, 1, (int64_t[]){4, 4}, &y), FILO_ERR_INVALID_ARG, "dy is NULL");
 

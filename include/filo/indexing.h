@@ -64,8 +64,9 @@ filo_status filo_embedding(const filo_tensor *weight, const filo_tensor *ids, fi
 filo_status filo_embedding_backward(const filo_tensor *dy, const filo_tensor *ids, int64_t num_weights,
                                     int64_t padding_idx, filo_tensor **dweight);
 
-/* out = x with value where mask is nonzero: mask is u8, broadcastable to x's shape. value is
- * converted to x's dtype. Backward: dx = filo_masked_fill(dy, mask, 0). */
+/* out = x with value where mask is nonzero: mask is u8, broadcastable to x's shape; x any dtype.
+ * value is converted to x's dtype as filo_pad does (an integer dtype must hold it).
+ * Backward: dx = filo_masked_fill(dy, mask, 0). */
 filo_status filo_masked_fill(const filo_tensor *x, const filo_tensor *mask, double value, filo_tensor **out);
 
 #ifdef __cplusplus

@@ -42,7 +42,8 @@ filo_status filo_chunk(const filo_tensor *x, int dim, int n, filo_tensor **outs,
 /* Constant padding, F.pad(x, pads, mode="constant", value). pads has 2 * npairs entries
  * (1 <= npairs <= x->ndim): (left, right) for the last dim, then for the dim before it, and so on.
  * A negative pad crops. Every output size (size + left + right) must be >= 0. value is converted
- * to x's dtype (rounded, or truncated for integer dtypes).
+ * to x's dtype: rounded for floats, truncated toward zero for integer dtypes, whose range must
+ * hold it (FILO_ERR_INVALID_ARG otherwise, also for NaN).
  * Backward: the matching slice of dy, filo_pad_backward. */
 filo_status filo_pad(const filo_tensor *x, int npairs, const int64_t *pads, double value, filo_tensor **out);
 
