@@ -206,8 +206,12 @@ static filo_status run_index_add(filo_index_add_desc *d, filo_device dev, tensor
         while (p < d->K)
             p <<= 1;
         d->key_count = p;
-        FILO_TRY(filo_tensor_empty(dev, FILO_I64, 1, &p, &t->scratch));
+        /* One scratch block: the keys, then the partial sums ([outer, K, inner] of f32/f64). */
+        int64_t partial_bytes = d->K > FILO_INDEX_ADD_CHUNK ? d->outer * d->K * d->inner * (d->dtype == FILO_F64 ? 8 : 4) : 0;
+        int64_t words = p + (partial_bytes + 7) / 8;
+        FILO_TRY(filo_tensor_empty(dev, FILO_I64, 1, &words, &t->scratch));
         d->keys = filo_tensor_data(t->scratch);
+        d->partial = (int64_t *)d->keys + p;
     }
     void *stream = NULL;
     FILO_TRY(native_stream(dev, &stream));

@@ -39,10 +39,18 @@ typedef struct filo_index_add_desc {
     int64_t skip;
     const void *dy;
     void *dx;
-    /* CUDA only: sort scratch of key_count = next power of two >= K uint64 keys (K >= 1). */
+    /* CUDA only: sort scratch of key_count = next power of two >= K uint64 keys (K >= 1), and
+     * [outer, K, inner] partial sums of the accumulation type (f64 for f64, else f32). */
     void *keys;
     int64_t key_count;
+    void *partial;
 } filo_index_add_desc;
+
+/* The accumulation order of index_add and embedding_backward, on both backends. Sort the
+ * contributions by (row, source position k); in that sorted list a chunk starts at the first
+ * position of every row and at every multiple of FILO_INDEX_ADD_CHUNK. Each chunk is summed in
+ * order from 0, and dx = ((0 + chunk 1) + chunk 2) + ... in order. */
+#define FILO_INDEX_ADD_CHUNK 32
 
 /* gather: out (index's shape) at position p = src at p with coordinate `dim` replaced by
  * index[p]; 0 when index[p] is outside [0, src_shape[dim]). src and index contiguous. */

@@ -40,33 +40,74 @@ filo_status filo_cpu_index_select(const filo_index_select_desc *d)
     return FILO_OK;
 }
 
-/* Sums in an f32 (or f64) buffer, k ascending: float adds in the order the CUDA kernel uses. */
+/* The CUDA kernel's order (FILO_INDEX_ADD_CHUNK in kernels/indexing_backend.h): pos[k] is the
+ * position of contribution k in the list sorted by (row, k), start[n] that of row n's first one.
+ * Per output element, `part` sums the current chunk and `total` the finished chunks, in f32 (f64). */
 filo_status filo_cpu_index_add(const filo_index_add_desc *d)
 {
     int64_t n_out = d->outer * d->N * d->inner;
     int f64 = d->dtype == FILO_F64;
-    void *acc = calloc((size_t)(n_out > 0 ? n_out : 1), f64 ? sizeof(double) : sizeof(float));
-    if (!acc)
-        return FILO_FAIL(FILO_ERR_OOM, "out of host memory for %lld sums", (long long)n_out);
-    double *ad = acc;
-    float *af = acc;
+    size_t es = f64 ? sizeof(double) : sizeof(float);
+    size_t n_acc = (size_t)(n_out > 0 ? n_out : 1);
+    void *total = calloc(n_acc, es), *part = calloc(n_acc, es);
+    int64_t *pos = malloc(sizeof(int64_t) * (size_t)(d->K > 0 ? d->K : 1));
+    int64_t *start = calloc((size_t)(d->N > 0 ? d->N : 1), sizeof(int64_t));
+    int64_t *seen = calloc((size_t)(d->N > 0 ? d->N : 1), sizeof(int64_t));
+    filo_status st = FILO_OK;
+    if (!total || !part || !pos || !start || !seen) {
+        st = FILO_FAIL(FILO_ERR_OOM, "out of host memory for %lld sums", (long long)n_out);
+        goto done;
+    }
+    /* Counting sort of the valid contributions by row, stable in k. */
+    for (int64_t k = 0; k < d->K; k++) {
+        int64_t n = index_at(d->index, d->index_is64, k);
+        if (n >= 0 && n < d->N && n != d->skip)
+            seen[n]++;
+    }
+    for (int64_t n = 0, run = 0; n < d->N; n++) {
+        start[n] = run;
+        run += seen[n];
+        seen[n] = 0;
+    }
+    for (int64_t k = 0; k < d->K; k++) {
+        int64_t n = index_at(d->index, d->index_is64, k);
+        pos[k] = n >= 0 && n < d->N && n != d->skip ? start[n] + seen[n]++ : -1;
+    }
+    double *td = total, *pd = part;
+    float *tf = total, *pf = part;
     for (int64_t o = 0; o < d->outer; o++)
         for (int64_t k = 0; k < d->K; k++) {
-            int64_t n = index_at(d->index, d->index_is64, k);
-            if (n < 0 || n >= d->N || n == d->skip)
+            if (pos[k] < 0)
                 continue;
+            int64_t n = index_at(d->index, d->index_is64, k);
+            int new_chunk = pos[k] % FILO_INDEX_ADD_CHUNK == 0 && pos[k] != start[n];
             int64_t src = (o * d->K + k) * d->inner, dst = (o * d->N + n) * d->inner;
             for (int64_t i = 0; i < d->inner; i++) {
-                if (f64)
-                    ad[dst + i] += load(d->dy, d->dtype, src + i);
-                else
-                    af[dst + i] += (float)load(d->dy, d->dtype, src + i);
+                double v = load(d->dy, d->dtype, src + i);
+                if (f64) {
+                    if (new_chunk) {
+                        td[dst + i] += pd[dst + i];
+                        pd[dst + i] = 0;
+                    }
+                    pd[dst + i] += v;
+                } else {
+                    if (new_chunk) {
+                        tf[dst + i] += pf[dst + i];
+                        pf[dst + i] = 0;
+                    }
+                    pf[dst + i] += (float)v;
+                }
             }
         }
     for (int64_t i = 0; i < n_out; i++)
-        store(d->dx, d->dtype, i, f64 ? ad[i] : (double)af[i]);
-    free(acc);
-    return FILO_OK;
+        store(d->dx, d->dtype, i, f64 ? td[i] + pd[i] : (double)(tf[i] + pf[i]));
+done:
+    free(total);
+    free(part);
+    free(pos);
+    free(start);
+    free(seen);
+    return st;
 }
 
 filo_status filo_cpu_gather(const filo_gather_desc *d)

@@ -16,15 +16,24 @@
  *      (log2(k / 1024) + 1), e.g. 6 for BERT's 4096 ids. Work O(P log^2 P) key compares;
  *      no data-dependent memory (a skewed id distribution costs the same as a uniform one).
  *   3. cudaMemsetAsync clears dx (rows no index names stay 0).
- *   4. segment_sum_kernel: one warp per sorted position p; the warp whose p starts a run of equal
- *      rows owns that row n: its lanes stride over the `inner` columns, and for each column add
- *      dy[o, k, c] over the run's positions k in increasing order in f32 (f64), then store dx once.
- *      Warps at other positions exit at once. Other blocks write other rows: no races.
- *   Cost for BERT (V = 30522, D = 768, 4096 ids): the sort (6 launches over 4096 keys), a
- *   read of dy (4096 x 768), and the write of dweight (30522 x 768, mostly the memset) - the
- *   same memory traffic as an atomic scatter, without its nondeterminism. Skew (one id repeated
- *   thousands of times) serializes that id's rows in one warp: 768 columns over 32 lanes, so a
- *   run of L rows costs 24 L coalesced loads per lane.
+ *   4. The sorted positions are cut into chunks: a chunk starts at the first position of a row's
+ *      run and at every multiple of FILO_INDEX_ADD_CHUNK (32) inside a run, so a chunk holds at
+ *      most 32 positions of one row. chunk_sum_kernel: one warp per chunk (the warp of its first
+ *      position; warps at other positions exit at once); its lanes hold the chunk's dy row
+ *      numbers (one shuffle each), stride over the `inner` columns and add the chunk's rows in
+ *      order, all loads of a column independent of each other (no load waits on the previous
+ *      add's result). A chunk that is a whole run writes dx; the others write a partial row of
+ *      the f32 (f64) scratch.
+ *   5. chunk_combine_kernel: one warp per run longer than its first chunk adds the run's chunk
+ *      partials in order and writes dx.
+ *   So each dx element is ((0 + chunk 1) + chunk 2) + ..., each chunk summed in position order:
+ *   the CPU computes exactly this (kernels/cpu/indexing.c), hence bitwise-equal results. Cutting
+ *   runs keeps a skewed id (one token thousands of times) from serializing on one warp: a run of
+ *   L rows costs L / 32 warps of 32 dependent-free loads per column, then L / 32 adds.
+ *   Cost for BERT (V = 30522, D = 768, 4096 ids): the sort (6 launches over 4096 keys), one read
+ *   of dy (4096 x 768), partials only for runs over 32 ids, and the write of dweight
+ *   (30522 x 768, mostly the memset): the memory traffic of an atomic scatter, without its
+ *   nondeterminism.
  *
  * scatter_add: one thread per output element (all coordinates), which scans the index entries
  * along dim at its other coordinates in increasing order and adds the src values whose index
@@ -218,10 +227,65 @@ __global__ void __launch_bounds__(threads) bitonic_global_kernel(unsigned long l
         bitonic_pair(keys, 0, t, k, j);
 }
 
+const int chunk = FILO_INDEX_ADD_CHUNK;
+
+__device__ __forceinline__ unsigned long long row_of(unsigned long long key) { return key >> 32; }
+
+/* Warp of sorted position p (keys[p] valid): does a chunk start here? */
+__device__ __forceinline__ bool chunk_head(const unsigned long long *keys, int64_t p, unsigned long long row)
+{
+    return p % chunk == 0 || p == 0 || row_of(keys[p - 1]) != row;
+}
+
 template <class T>
 __global__ void __launch_bounds__(threads)
-segment_sum_kernel(const unsigned long long *keys, int64_t K, const T *dy, T *dx, int64_t outer, int64_t N,
-                   int64_t inner)
+chunk_sum_kernel(const unsigned long long *keys, int64_t K, const T *dy, T *dx, typename acc_of<T>::type *partial,
+                 int64_t outer, int64_t N, int64_t inner)
+{
+    using A = typename acc_of<T>::type;
+    int lane = threadIdx.x & 31;
+    int64_t p = (int64_t)blockIdx.x * (threads / 32) + (threadIdx.x >> 5);
+    if (p >= K)
+        return; /* whole warps: K positions, warp-uniform */
+    unsigned long long key = keys[p];
+    unsigned long long row = row_of(key);
+    if (key == ~0ull || !chunk_head(keys, p, row))
+        return;
+    /* Lane i: position p + i of the chunk, or the first position past it. */
+    int64_t q = p + lane;
+    unsigned long long kq = q < K ? keys[q] : ~0ull;
+    bool stop = lane > 0 && (q >= K || kq == ~0ull || row_of(kq) != row || q % chunk == 0);
+    unsigned ballot = __ballot_sync(0xffffffffu, stop);
+    int len = ballot ? __ffs(ballot) - 1 : 32;
+    /* The run ends with this chunk unless the chunk stopped at a multiple of 32 inside it. */
+    int64_t end = p + len;
+    bool run_ends = end >= K || keys[end] == ~0ull || row_of(keys[end]) != row;
+    bool whole_run = run_ends && (p == 0 || row_of(keys[p - 1]) != row);
+    int src_row = (int)(kq & 0xffffffffull); /* K <= 2^31 - 1 */
+    for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
+        const T *dyo = dy + o * K * inner;
+        for (int64_t c0 = 0; c0 < inner; c0 += 32) {
+            int64_t c = c0 + lane;
+            A acc = 0;
+            for (int i = 0; i < len; i++) {
+                int64_t r = __shfl_sync(0xffffffffu, src_row, i);
+                if (c < inner)
+                    acc += ld(dyo[r * inner + c]);
+            }
+            if (c < inner) {
+                if (whole_run)
+                    st(&dx[(o * N + (int64_t)row) * inner + c], acc);
+                else
+                    partial[(o * K + p) * inner + c] = acc;
+            }
+        }
+    }
+}
+
+template <class T>
+__global__ void __launch_bounds__(threads)
+chunk_combine_kernel(const unsigned long long *keys, int64_t K, T *dx, const typename acc_of<T>::type *partial,
+                     int64_t outer, int64_t N, int64_t inner)
 {
     using A = typename acc_of<T>::type;
     int lane = threadIdx.x & 31;
@@ -229,23 +293,19 @@ segment_sum_kernel(const unsigned long long *keys, int64_t K, const T *dy, T *dx
     if (p >= K)
         return;
     unsigned long long key = keys[p];
-    unsigned long long row = key >> 32;
-    if (key == ~0ull || (p > 0 && (keys[p - 1] >> 32) == row))
-        return;
-    for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
-        const T *dyo = dy + o * K * inner;
-        T *dxr = dx + (o * N + (int64_t)row) * inner;
+    unsigned long long row = row_of(key);
+    if (key == ~0ull || (p > 0 && row_of(keys[p - 1]) == row))
+        return; /* not the start of a run */
+    int64_t next = (p / chunk + 1) * chunk;
+    if (next >= K || keys[next] == ~0ull || row_of(keys[next]) != row)
+        return; /* a run within one chunk: chunk_sum_kernel wrote it */
+    for (int64_t o = blockIdx.y; o < outer; o += gridDim.y)
         for (int64_t c = lane; c < inner; c += 32) {
-            A acc = 0;
-            for (int64_t q = p; q < K; q++) {
-                unsigned long long kq = keys[q];
-                if ((kq >> 32) != row || kq == ~0ull)
-                    break;
-                acc += ld(dyo[(int64_t)(kq & 0xffffffffull) * inner + c]);
-            }
-            st(&dxr[c], acc);
+            A total = 0;
+            for (int64_t h = p; h < K && keys[h] != ~0ull && row_of(keys[h]) == row; h = (h / chunk + 1) * chunk)
+                total += partial[(o * K + h) * inner + c];
+            st(&dx[(o * N + (int64_t)row) * inner + c], total);
         }
-    }
 }
 
 unsigned grid_for(int64_t n, int64_t cap)
@@ -386,8 +446,14 @@ extern "C" filo_status filo_cuda_index_add(const filo_index_add_desc *d, void *s
         }
         const int warps = threads / 32;
         dim3 grid((unsigned)((d->K + warps - 1) / warps), (unsigned)(d->outer < 65535 ? d->outer : 65535));
-        FILO_LAUNCH((segment_sum_kernel<T>), grid, threads, 0, s)
-        (keys, d->K, (const T *)d->dy, (T *)d->dx, d->outer, d->N, d->inner);
+        using A = typename acc_of<T>::type;
+        FILO_LAUNCH((chunk_sum_kernel<T>), grid, threads, 0, s)
+        (keys, d->K, (const T *)d->dy, (T *)d->dx, (A *)d->partial, d->outer, d->N, d->inner);
+        st = filo_cuda_check_launch("filo_cuda_index_add");
+        if (st != FILO_OK || d->K <= chunk)
+            return st;
+        FILO_LAUNCH((chunk_combine_kernel<T>), grid, threads, 0, s)
+        (keys, d->K, (T *)d->dx, (const A *)d->partial, d->outer, d->N, d->inner);
         return filo_cuda_check_launch("filo_cuda_index_add");
     });
 }
