@@ -10,9 +10,13 @@
  * exact. The accumulating ones (index_add, scatter_add, embedding_backward) take f32, f64, bf16
  * or f16, accumulate in f32 (f64 for f64) and round once at the store.
  *
- * Determinism: the accumulating ops use no float atomics. Each output element adds its
- * contributions in increasing source position (the order of the index list), on the CPU and on
- * CUDA alike, so results are bitwise identical run to run and between the two backends.
+ * Determinism: the accumulating ops use no float atomics and add in a fixed order that the CPU
+ * and CUDA share, so results are bitwise identical run to run and between the two backends.
+ * scatter_add adds each output element's contributions in increasing source position.
+ * index_add and embedding_backward add them in increasing source position in chunks of at most
+ * 32, then add the chunk sums in order (the chunks are cut in the list of all contributions
+ * sorted by (row, position): at each row's first entry and at every 32nd entry), which lets the
+ * GPU spread a frequent id over several warps.
  *
  * Out-of-range indices (negative, or >= the indexed size): the CPU path fails with
  * FILO_ERR_INVALID_ARG naming the op, the index value and its position. CUDA kernels cannot report
@@ -35,7 +39,9 @@ filo_status filo_index_select(const filo_tensor *x, int dim, const filo_tensor *
 
 /* dx = zeros(src shape with shape[dim] = size).index_add(dim, index, dy): dy has index_select's
  * output shape (shape[dim] = K, the index length); dx[..., n, ...] = sum over k with index[k] == n
- * of dy[..., k, ...], in increasing k. size >= 0. */
+ * of dy[..., k, ...] (order above). size >= 0. CUDA: the algorithm of embedding_backward, with
+ * K <= 2^31 - 1 and size <= 2^31 - 1 (FILO_ERR_UNSUPPORTED beyond), and scratch of K keys plus,
+ * when K > 32, numel(dy) f32 (f64) partial sums. */
 filo_status filo_index_add(const filo_tensor *dy, int dim, const filo_tensor *index, int64_t size, filo_tensor **dx);
 
 /* out = torch.gather(x, dim, index): index has x's ndim, index.shape[d] <= x.shape[d] for d != dim,
@@ -56,7 +62,7 @@ filo_status filo_scatter_add(const filo_tensor *self, int dim, const filo_tensor
 /* out = weight[ids]: weight [V, D], ids of any shape (values in [0, V)), out [ids..., D]. */
 filo_status filo_embedding(const filo_tensor *weight, const filo_tensor *ids, filo_tensor **out);
 
-/* dweight [V, D] = sum of the dy rows [ids..., D] of each id, in id-position order; rows never
+/* dweight [V, D] = sum of the dy rows [ids..., D] of each id (order above); rows never
  * named (or named by padding_idx, when padding_idx >= 0) are zero. dweight has dy's dtype and is
  * accumulated in f32 (f64 for f64). padding_idx: -1 for none, else in [0, V).
  * CUDA: a device-side sort of (id, position) keys, then one warp per distinct id: see

@@ -4,9 +4,9 @@
  * grid-stride, elements moved as raw bits (1, 2, 4 or 8 bytes), so every dtype is exact. An
  * index outside its range gives 0 (all bits clear) instead of a read out of bounds.
  *
- * index_add / embedding_backward (deterministic, no float atomics). The sum for output row n
- * must add the dy rows k with index[k] == n in increasing k, as the CPU does. Steps, all on the
- * device's stream, no host synchronization:
+ * index_add / embedding_backward (deterministic, no float atomics). Output row n sums the dy
+ * rows k with index[k] == n in a fixed order that the CPU shares (FILO_INDEX_ADD_CHUNK in
+ * kernels/indexing_backend.h). Steps, all on the device's stream, no host synchronization:
  *   1. make_keys_kernel: key[k] = (index[k] << 32) | k, or ~0 for an index out of range, for the
  *      skipped row (padding_idx) and for the padding up to P = next power of two >= K. Keys are
  *      unique, so any correct sort yields the same order: (row, position) ascending.
@@ -31,7 +31,7 @@
  *   runs keeps a skewed id (one token thousands of times) from serializing on one warp: a run of
  *   L rows costs L / 32 warps of 32 dependent-free loads per column, then L / 32 adds.
  *   Cost for BERT (V = 30522, D = 768, 4096 ids): the sort (6 launches over 4096 keys), one read
- *   of dy (4096 x 768), partials only for runs over 32 ids, and the write of dweight
+ *   of dy (4096 x 768), partials only for runs that cross a multiple of 32, and the write of dweight
  *   (30522 x 768, mostly the memset): the memory traffic of an atomic scatter, without its
  *   nondeterminism.
  *
@@ -266,11 +266,20 @@ chunk_sum_kernel(const unsigned long long *keys, int64_t K, const T *dy, T *dx, 
         const T *dyo = dy + o * K * inner;
         for (int64_t c0 = 0; c0 < inner; c0 += 32) {
             int64_t c = c0 + lane;
+            /* Loads in batches of 8 ahead of the adds (which stay in position order), so a lane
+             * has 8 loads in flight instead of waiting on each. */
             A acc = 0;
-            for (int i = 0; i < len; i++) {
-                int64_t r = __shfl_sync(0xffffffffu, src_row, i);
-                if (c < inner)
-                    acc += ld(dyo[r * inner + c]);
+            for (int i0 = 0; i0 < len; i0 += 8) {
+                A v[8];
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    int64_t r = __shfl_sync(0xffffffffu, src_row, (i0 + j) & 31);
+                    v[j] = i0 + j < len && c < inner ? A(ld(dyo[r * inner + c])) : A(0);
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    if (i0 + j < len)
+                        acc += v[j];
             }
             if (c < inner) {
                 if (whole_run)
