@@ -552,6 +552,19 @@ Test(indexing, out_of_range_indices)
         cr_assert(memcmp(v, want, sizeof want) == 0, "index_select with bad indices on %s", filo_test_backend_name(devs[b]));
         free(v);
         filo_tensor_free(y);
+        /* Rows of 32 or more elements take the row kernel. */
+        double wv[4 * 33];
+        for (int i = 0; i < 4 * 33; i++)
+            wv[i] = i + 1;
+        filo_tensor *w = filo_test_upload(devs[b], FILO_F32, 2, (int64_t[]){4, 33}, wv);
+        FILO_CHECK(filo_embedding(w, idx, &y));
+        v = filo_test_download(y);
+        for (int i = 0; i < 3 * 33; i++)
+            cr_assert_eq(v[i], i < 33 ? wv[33 + i] : 0.0, "embedding with bad ids on %s: element %d",
+                         filo_test_backend_name(devs[b]), i);
+        free(v);
+        filo_tensor_free(y);
+        filo_tensor_free(w);
         FILO_CHECK(filo_embedding_backward(dy, idx, 4, -1, &y));
         v = filo_test_download(y);
         double wantb[12] = {0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 0, 0};

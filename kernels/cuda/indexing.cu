@@ -1,7 +1,8 @@
 /* Indexing kernels (kernels/indexing_backend.h); reference: kernels/cpu/indexing.c.
  *
  * Moving ops (index_select / embedding, gather, masked_fill): one thread per output element,
- * grid-stride, elements moved as raw bits (1, 2, 4 or 8 bytes), so every dtype is exact. An
+ * grid-stride (index_select with rows of 32 or more elements: blocks over rows, threads over a
+ * row, so an embedding lookup divides once per row), elements moved as raw bits (1, 2, 4 or 8 bytes), so every dtype is exact. An
  * index outside its range gives 0 (all bits clear) instead of a read out of bounds.
  *
  * index_add / embedding_backward (deterministic, no float atomics). Output row n sums the dy
@@ -97,6 +98,24 @@ index_select_kernel(const E *src, E *out, const void *index, int is64, int64_t N
         int64_t k = rest % K, o = rest / K;
         int64_t n = index_at(index, is64, k);
         out[i] = (n >= 0 && n < N) ? src[(o * N + n) * inner + c] : E(0);
+    }
+}
+
+/* The same for rows of at least 32 elements (embedding rows): blockIdx.y strides over the
+ * [outer, K] rows (one division per row, not per element), the block's threads over the row. */
+template <class E>
+__global__ void __launch_bounds__(threads)
+index_select_rows_kernel(const E *src, E *out, const void *index, int is64, int64_t N, int64_t K, int64_t inner,
+                         int64_t rows)
+{
+    for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+        int64_t k = row % K, o = row / K;
+        int64_t n = index_at(index, is64, k);
+        bool ok = n >= 0 && n < N;
+        const E *s = src + (o * N + (ok ? n : 0)) * inner;
+        E *d = out + row * inner;
+        for (int64_t c = (int64_t)blockIdx.x * threads + threadIdx.x; c < inner; c += (int64_t)gridDim.x * threads)
+            d[c] = ok ? s[c] : E(0);
     }
 }
 
@@ -372,8 +391,15 @@ extern "C" filo_status filo_cuda_index_select(const filo_index_select_desc *d, v
         return FILO_OK;
     return by_size(d->elsize, __func__, [&](auto e) {
         using E = decltype(e);
-        FILO_LAUNCH((index_select_kernel<E>), grid_for(total, 65536), threads, 0, (cudaStream_t)stream)
-        ((const E *)d->src, (E *)d->out, d->index, d->index_is64, d->N, d->K, d->inner, total);
+        int64_t rows = d->outer * d->K;
+        if (d->inner >= 32) {
+            dim3 grid(grid_for(d->inner, 64), (unsigned)(rows < 65535 ? rows : 65535));
+            FILO_LAUNCH((index_select_rows_kernel<E>), grid, threads, 0, (cudaStream_t)stream)
+            ((const E *)d->src, (E *)d->out, d->index, d->index_is64, d->N, d->K, d->inner, rows);
+        } else {
+            FILO_LAUNCH((index_select_kernel<E>), grid_for(total, 65536), threads, 0, (cudaStream_t)stream)
+            ((const E *)d->src, (E *)d->out, d->index, d->index_is64, d->N, d->K, d->inner, total);
+        }
         return filo_cuda_check_launch("filo_cuda_index_select");
     });
 }
