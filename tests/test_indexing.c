@@ -543,6 +543,10 @@ Test(indexing, out_of_range_indices)
                              "filo_gather: index 4 at position [0, 1] of i32[1, 3] cpu is outside [0, 3)");
             FILO_CHECK_FAILS(filo_scatter_add(x, 1, gidx, x, &y), FILO_ERR_INVALID_ARG,
                              "filo_scatter_add: index 4 at position [0, 1]");
+            filo_tensor_free(x);
+            filo_tensor_free(idx);
+            filo_tensor_free(gidx);
+            filo_tensor_free(dy);
             continue;
         }
         /* CUDA: zeros for out-of-range picks, dropped contributions; never out of bounds. */

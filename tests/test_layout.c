@@ -278,6 +278,7 @@ Test(layout, pad_backward_is_the_adjoint)
         double *dyv = malloc(sizeof(double) * (size_t)ny);
         filo_test_fill_random(dyv, ny, 2, -1, 1);
         filo_tensor *dy = filo_test_upload(devs[b], FILO_F64, 3, y->shape, dyv);
+        filo_tensor_free(y);
         FILO_CHECK(filo_pad(x, 3, pads, 0.0, &y));
         FILO_CHECK(filo_pad_backward(dy, 3, pads, &dx));
         cr_assert(dx->shape[0] == 2 && dx->shape[1] == 7 && dx->shape[2] == 9);
