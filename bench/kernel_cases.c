@@ -406,6 +406,50 @@ static filo_status run_cross_entropy(void *p)
     return free_outputs(filo_cross_entropy_fused(c->t[0], c->t[1], &opts, 1.0, &o[0], &o[1]), o, 2);
 }
 
+/* ---- embedding lookup and its deterministic backward: dims {tokens, vocab, hidden} ----
+ * ids are token * 7919 mod vocab (spread, some repeats). Forward reads the rows it gathers and
+ * writes them; backward reads dy and writes the whole [vocab, hidden] gradient. */
+
+static filo_status setup_embedding(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
+{
+    BENCH_TRY(new_ctx(dims, ctx));
+    tensors_ctx *c = *ctx;
+    int64_t w[2] = {dims[1], dims[2]}, dy[2] = {dims[0], dims[2]};
+    BENCH_TRY(add_tensor(c, d, t, 2, w, -0.1, 0.1));
+    BENCH_TRY(add_tensor(c, d, t, 2, dy, -0.1, 0.1));
+    int64_t *ids = malloc(sizeof(int64_t) * (size_t)dims[0]);
+    if (!ids)
+        return FILO_ERR_OOM;
+    for (int64_t i = 0; i < dims[0]; i++)
+        ids[i] = i * 7919 % dims[1];
+    filo_tensor *idt = NULL;
+    filo_status st = filo_tensor_from_host(d, FILO_I64, 1, dims, ids, &idt);
+    free(ids);
+    BENCH_TRY(st);
+    c->t[c->n++] = idt;
+    return FILO_OK;
+}
+
+static filo_status run_embedding_fwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    return free_outputs(filo_embedding(c->t[0], c->t[2], &y), &y, 1);
+}
+
+static filo_status run_embedding_bwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *dw = NULL;
+    return free_outputs(filo_embedding_backward(c->t[1], c->t[2], c->dims[1], -1, &dw), &dw, 1);
+}
+
+static double bytes_embedding_fwd(filo_dtype t, const int64_t *d) { return 2.0 * d[0] * d[2] * el(t) + 8.0 * d[0]; }
+static double bytes_embedding_bwd(filo_dtype t, const int64_t *d)
+{
+    return ((double)d[0] * d[2] + (double)d[1] * d[2]) * el(t) + 8.0 * d[0];
+}
+
 static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
 static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
 static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
@@ -444,6 +488,11 @@ static const bench_case maxpool_case = {"maxpool 2x2 fwd", setup_conv, run_maxpo
 static const bench_case ce_case = {"cross-entropy fused (MLM)", setup_cross_entropy, run_cross_entropy,
                                    teardown_tensors, bytes_rw2, NULL};
 
+static const bench_case emb_fwd_case = {"embedding fwd", setup_embedding, run_embedding_fwd, teardown_tensors,
+                                        bytes_embedding_fwd, NULL};
+static const bench_case emb_bwd_case = {"embedding bwd (det.)", setup_embedding, run_embedding_bwd, teardown_tensors,
+                                        bytes_embedding_bwd, NULL};
+
 /* Shapes: tokens x hidden for row ops, the attention probabilities' rows x seq for softmax. */
 #define BASE_ROWS(c) {4096, c, 0, 0}
 #define MINI_ROWS(c) {2048, c, 0, 0}
@@ -457,6 +506,8 @@ const bench_entry bench_entries[] = {
     {&bias_gelu_bwd_case, FILO_BF16, BASE_ROWS(3072), MINI_ROWS(1024), QUICK_ROWS},
     {&bdr_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&dropout_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&emb_fwd_case, FILO_F32, {4096, 30522, 768, 0}, {2048, 30522, 256, 0}, {33, 129, 7, 0}},
+    {&emb_bwd_case, FILO_F32, {4096, 30522, 768, 0}, {2048, 30522, 256, 0}, {33, 129, 7, 0}},
     /* the masked-LM head over BERT's 30522-word vocabulary: every token (base), 512 rows (mini) */
     {&ce_case, FILO_BF16, {4096, 30522, 0, 0}, {512, 30522, 0, 0}, {7, 129, 0, 0}},
     {&softmax_case, FILO_F32, {32 * 12 * 128, 128, 0, 0}, {16 * 4 * 128, 128, 0, 0}, QUICK_ROWS},

@@ -18,6 +18,8 @@
 #include "filo/conv.h"
 #include "filo/pool.h"
 #include "filo/loss.h"
+#include "filo/layout.h"
+#include "filo/indexing.h"
 #include "filo/matmul.h"
 
 #define FILO_VERSION_MAJOR 0
