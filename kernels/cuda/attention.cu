@@ -44,6 +44,7 @@
  * throughout. f64 is not built here (the dispatcher rejects it on CUDA).
  * Out-of-range key lengths (not checkable without a host sync) are clamped to [0, Lk]. */
 #include "compat.cuh"
+#include "typed_elements.cuh"
 
 extern "C" {
 #include "attention_backend.h"
@@ -53,21 +54,6 @@ extern "C" {
 }
 
 namespace {
-
-struct bf16_el {
-    uint16_t bits;
-};
-struct f16_el {
-    uint16_t bits;
-};
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ float ld(bf16_el v) { return filo_el_bf16_to_f32(v.bits); }
-__device__ __forceinline__ float ld(f16_el v) { return filo_el_f16_to_f32(v.bits); }
-
-__device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(bf16_el *p, float v) { p->bits = filo_el_f32_to_bf16(v); }
-__device__ __forceinline__ void st(f16_el *p, float v) { p->bits = filo_el_f32_to_f16(v); }
 
 const int THREADS = 128;
 const int TY = 8, TX = 16;

@@ -16,6 +16,7 @@
  * Arithmetic in f32 (double for f64), in the CPU's order, with the multiply written as
  * __fmul_rn/__dmul_rn so nvcc cannot contract it with the residual add: bitwise equal to the CPU. */
 #include "compat.cuh"
+#include "typed_elements.cuh"
 
 extern "C" {
 #include "backend.h"
@@ -25,26 +26,6 @@ extern "C" {
 }
 
 namespace {
-
-struct bf16_el {
-    uint16_t bits;
-};
-struct f16_el {
-    uint16_t bits;
-};
-
-template <class T> struct acc_of { using type = float; };
-template <> struct acc_of<double> { using type = double; };
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(bf16_el v) { return filo_el_bf16_to_f32(v.bits); }
-__device__ __forceinline__ float ld(f16_el v) { return filo_el_f16_to_f32(v.bits); }
-
-__device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(double *p, double v) { *p = v; }
-__device__ __forceinline__ void st(bf16_el *p, float v) { p->bits = filo_el_f32_to_bf16(v); }
-__device__ __forceinline__ void st(f16_el *p, float v) { p->bits = filo_el_f32_to_f16(v); }
 
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }

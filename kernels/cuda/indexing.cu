@@ -41,6 +41,7 @@
  * names it; it starts from self. Cost numel(self) * index.shape[dim] index reads (documented in
  * include/filo/indexing.h); no atomics, CPU order. */
 #include "compat.cuh"
+#include "typed_elements.cuh"
 
 extern "C" {
 #include "backend.h"
@@ -54,25 +55,6 @@ namespace {
 const int threads = 256;
 const int tile = 1024; /* keys per block of the shared-memory bitonic sort (512 threads) */
 
-struct bf16_el {
-    uint16_t bits;
-};
-struct f16_el {
-    uint16_t bits;
-};
-
-template <class T> struct acc_of { using type = float; };
-template <> struct acc_of<double> { using type = double; };
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(bf16_el v) { return filo_el_bf16_to_f32(v.bits); }
-__device__ __forceinline__ float ld(f16_el v) { return filo_el_f16_to_f32(v.bits); }
-
-__device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(double *p, double v) { *p = v; }
-__device__ __forceinline__ void st(bf16_el *p, float v) { p->bits = filo_el_f32_to_bf16(v); }
-__device__ __forceinline__ void st(f16_el *p, float v) { p->bits = filo_el_f32_to_f16(v); }
 
 __device__ __forceinline__ int64_t index_at(const void *index, int is64, int64_t k)
 {

@@ -29,6 +29,8 @@
  * loss NaN and dlogits NaN, and counts 0 in W. bf16/f16 compute in f32 and round once at the
  * store; f64 computes in double. */
 #include "compat.cuh"
+#include "block_reduce.cuh"
+#include "typed_elements.cuh"
 
 extern "C" {
 #include "backend.h"
@@ -39,27 +41,6 @@ extern "C" {
 }
 
 namespace {
-
-struct bf16_el {
-    uint16_t bits;
-};
-struct f16_el {
-    uint16_t bits;
-};
-
-/* The compute type: double for f64, float for everything else. */
-template <class T> struct acc_of { using type = float; };
-template <> struct acc_of<double> { using type = double; };
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(bf16_el v) { return filo_el_bf16_to_f32(v.bits); }
-__device__ __forceinline__ float ld(f16_el v) { return filo_el_f16_to_f32(v.bits); }
-
-__device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(double *p, double v) { *p = v; }
-__device__ __forceinline__ void st(bf16_el *p, float v) { p->bits = filo_el_f32_to_bf16(v); }
-__device__ __forceinline__ void st(f16_el *p, float v) { p->bits = filo_el_f32_to_f16(v); }
 
 __device__ __forceinline__ float exp_a(float v) { return expf(v); }
 __device__ __forceinline__ double exp_a(double v) { return exp(v); }
@@ -154,37 +135,6 @@ template <class A> __device__ part<A> group_merge(part<A> p, group<false>)
     }
     __syncthreads();
     return part<A>{sm[32], ss[32], ssw[32]};
-}
-
-/* Block sums of two values, returned to every thread, added in a fixed order. */
-template <class A> __device__ void block_sum2(A &a, A &b)
-{
-    __shared__ A sa[33], sb[33];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
-    for (int off = 16; off > 0; off >>= 1) {
-        a += __shfl_down_sync(0xffffffffu, a, off);
-        b += __shfl_down_sync(0xffffffffu, b, off);
-    }
-    if (lane == 0) {
-        sa[warp] = a;
-        sb[warp] = b;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        A x = lane < nwarps ? sa[lane] : A(0);
-        A y = lane < nwarps ? sb[lane] : A(0);
-        for (int off = 16; off > 0; off >>= 1) {
-            x += __shfl_down_sync(0xffffffffu, x, off);
-            y += __shfl_down_sync(0xffffffffu, y, off);
-        }
-        if (lane == 0) {
-            sa[32] = x;
-            sb[32] = y;
-        }
-    }
-    __syncthreads();
-    a = sa[32];
-    b = sb[32];
 }
 
 /* Elements before the first 16-byte boundary of p (at most C). */

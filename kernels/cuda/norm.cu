@@ -19,6 +19,8 @@
  * bf16/f16 compute in f32 and round once at the store; f64 computes in double. Loads and stores
  * go through runtime/element.h, the same conversions as the CPU reference. */
 #include "compat.cuh"
+#include "block_reduce.cuh"
+#include "typed_elements.cuh"
 
 extern "C" {
 #include "backend.h"
@@ -28,27 +30,6 @@ extern "C" {
 }
 
 namespace {
-
-struct bf16_el {
-    uint16_t bits;
-};
-struct f16_el {
-    uint16_t bits;
-};
-
-/* The compute (and statistics) type: double for f64, float for everything else. */
-template <class T> struct acc_of { using type = float; };
-template <> struct acc_of<double> { using type = double; };
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(bf16_el v) { return filo_el_bf16_to_f32(v.bits); }
-__device__ __forceinline__ float ld(f16_el v) { return filo_el_f16_to_f32(v.bits); }
-
-__device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(double *p, double v) { *p = v; }
-__device__ __forceinline__ void st(bf16_el *p, float v) { p->bits = filo_el_f32_to_bf16(v); }
-__device__ __forceinline__ void st(f16_el *p, float v) { p->bits = filo_el_f32_to_f16(v); }
 
 /* v rounded to T, back in the compute type: the value a store of v would leave in memory. */
 template <class T, class A> __device__ __forceinline__ A round_as(A v)
@@ -114,37 +95,6 @@ template <class A> __device__ welford<A> block_welford(welford<A> w)
     }
     __syncthreads();
     return welford<A>{sn[32], smean[32], sm2[32]};
-}
-
-/* Block sums of two values, returned to every thread, added in a fixed order. */
-template <class A> __device__ void block_sum2(A &a, A &b)
-{
-    __shared__ A sa[33], sb[33];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
-    for (int off = 16; off > 0; off >>= 1) {
-        a += __shfl_down_sync(0xffffffffu, a, off);
-        b += __shfl_down_sync(0xffffffffu, b, off);
-    }
-    if (lane == 0) {
-        sa[warp] = a;
-        sb[warp] = b;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        A x = lane < nwarps ? sa[lane] : A(0);
-        A y = lane < nwarps ? sb[lane] : A(0);
-        for (int off = 16; off > 0; off >>= 1) {
-            x += __shfl_down_sync(0xffffffffu, x, off);
-            y += __shfl_down_sync(0xffffffffu, y, off);
-        }
-        if (lane == 0) {
-            sa[32] = x;
-            sb[32] = y;
-        }
-    }
-    __syncthreads();
-    a = sa[32];
-    b = sb[32];
 }
 
 template <class T, class G, bool RMS>

@@ -21,6 +21,7 @@
  * writes the norm and the flag. No atomics: bitwise the same run to run and independent of the
  * GPU. clip_coef_kernel: one thread, filo_clip_coef_value. */
 #include "compat.cuh"
+#include "typed_elements.cuh"
 
 #include <stdlib.h>
 
@@ -38,22 +39,9 @@ namespace {
 const int threads = 512;
 const int final_threads = 256;
 
-struct bf16_el {
-    uint16_t bits;
-};
-struct f16_el {
-    uint16_t bits;
-};
 struct no_copy {
     uint16_t bits;
 };
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ float ld(bf16_el v) { return filo_el_bf16_to_f32(v.bits); }
-__device__ __forceinline__ float ld(f16_el v) { return filo_el_f16_to_f32(v.bits); }
-
-__device__ __forceinline__ void st(bf16_el *p, float v) { p->bits = filo_el_f32_to_bf16(v); }
-__device__ __forceinline__ void st(f16_el *p, float v) { p->bits = filo_el_f32_to_f16(v); }
 __device__ __forceinline__ void st(no_copy *, float) {}
 
 struct adam_table {

@@ -16,6 +16,7 @@
  * enough (see with_index), else 64-bit with a division-free split (see split).
  * bf16/f16 compute in f32 and round once at the store; f64 computes in double. */
 #include "compat.cuh"
+#include "typed_elements.cuh"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -28,26 +29,6 @@ extern "C" {
 }
 
 namespace {
-
-struct bf16_el {
-    uint16_t bits;
-};
-struct f16_el {
-    uint16_t bits;
-};
-
-template <class T> struct acc_of { using type = float; };
-template <> struct acc_of<double> { using type = double; };
-
-__device__ __forceinline__ float ld(float v) { return v; }
-__device__ __forceinline__ double ld(double v) { return v; }
-__device__ __forceinline__ float ld(bf16_el v) { return filo_el_bf16_to_f32(v.bits); }
-__device__ __forceinline__ float ld(f16_el v) { return filo_el_f16_to_f32(v.bits); }
-
-__device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(double *p, double v) { *p = v; }
-__device__ __forceinline__ void st(bf16_el *p, float v) { p->bits = filo_el_f32_to_bf16(v); }
-__device__ __forceinline__ void st(f16_el *p, float v) { p->bits = filo_el_f32_to_f16(v); }
 
 const int block_threads = 256;
 const int64_t max_blocks = 65535;
