@@ -10,43 +10,13 @@
  * The bias gradient is a sum over N, OH, OW in double, rounded once.
  * This is also what the CUDA backend runs under the emulator. */
 #include <dnnl.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv_backend.h"
 #include "element.h"
+#include "dnnl_context.h"
 #include "error.h"
-
-/* One CPU engine per process; a stream per thread (a oneDNN stream is not for concurrent use). */
-static dnnl_engine_t cpu_engine;
-static dnnl_status_t cpu_engine_status = dnnl_success;
-static pthread_once_t cpu_engine_once = PTHREAD_ONCE_INIT;
-static _Thread_local dnnl_stream_t cpu_stream;
-
-static void create_engine(void) { cpu_engine_status = dnnl_engine_create(&cpu_engine, dnnl_cpu, 0); }
-
-static filo_status dnnl_fail(dnnl_status_t s, const char *call, const char *where)
-{
-    return filo_error_set(FILO_ERR_INTERNAL, where, "%s failed with oneDNN status %d", call, (int)s);
-}
-
-#define DNNL_TRY(call)                                      \
-    do {                                                    \
-        dnnl_status_t dnnl_try_s_ = (call);                 \
-        if (dnnl_try_s_ != dnnl_success)                    \
-            return dnnl_fail(dnnl_try_s_, #call, __func__); \
-    } while (0)
-
-static filo_status engine_and_stream(void)
-{
-    pthread_once(&cpu_engine_once, create_engine);
-    if (cpu_engine_status != dnnl_success)
-        return dnnl_fail(cpu_engine_status, "dnnl_engine_create", __func__);
-    if (!cpu_stream)
-        DNNL_TRY(dnnl_stream_create(&cpu_stream, cpu_engine, dnnl_stream_default_flags));
-    return FILO_OK;
-}
 
 /* The memory descriptors of a convolution: the caller's plain layouts (NCHW, OIHW or GOIHW, x
  * for the bias) and the same shapes with format "any", which let oneDNN pick the blocked
@@ -157,7 +127,7 @@ static filo_status fwd_pd(const conv_mds *m, int with_bias, dnnl_prop_kind_t pro
     DNNL_TRY(dnnl_dilated_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &m->any_src,
                                                         &m->any_wei, with_bias ? &m->bias : NULL, &m->any_dst,
                                                         m->strides, m->dilates, m->pad_l, m->pad_r));
-    DNNL_TRY(dnnl_primitive_desc_create(pd, &cd, NULL, cpu_engine, NULL));
+    DNNL_TRY(dnnl_primitive_desc_create(pd, &cd, NULL, filo_dnnl_engine(), NULL));
     return FILO_OK;
 }
 
@@ -183,7 +153,7 @@ static filo_status plan_build_in(conv_plan *p, plan_kind kind, const filo_conv2d
         FILO_TRY(fwd_pd(&m, 0, dnnl_forward_training, &p->hint));
         DNNL_TRY(dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.any_src, &m.any_wei,
                                                                   &m.any_dst, m.strides, m.dilates, m.pad_l, m.pad_r));
-        DNNL_TRY(dnnl_primitive_desc_create(&p->pd, &cd, NULL, cpu_engine, p->hint));
+        DNNL_TRY(dnnl_primitive_desc_create(&p->pd, &cd, NULL, filo_dnnl_engine(), p->hint));
         a[0] = (arg_spec){DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, 0};
         a[1] = (arg_spec){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, 0};
         a[2] = (arg_spec){DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &m.src, 1};
@@ -193,7 +163,7 @@ static filo_status plan_build_in(conv_plan *p, plan_kind kind, const filo_conv2d
         DNNL_TRY(dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &m.any_src,
                                                                      &m.any_wei, NULL, &m.any_dst, m.strides,
                                                                      m.dilates, m.pad_l, m.pad_r));
-        DNNL_TRY(dnnl_primitive_desc_create(&p->pd, &cd, NULL, cpu_engine, p->hint));
+        DNNL_TRY(dnnl_primitive_desc_create(&p->pd, &cd, NULL, filo_dnnl_engine(), p->hint));
         a[0] = (arg_spec){DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, 0};
         a[1] = (arg_spec){DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, 0};
         a[2] = (arg_spec){DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &m.wei, 1};
@@ -213,7 +183,8 @@ static filo_status plan_build_in(conv_plan *p, plan_kind kind, const filo_conv2d
             continue;
         const dnnl_memory_desc_t *from = pa->is_output ? &pa->inner : &pa->plain;
         const dnnl_memory_desc_t *to = pa->is_output ? &pa->plain : &pa->inner;
-        DNNL_TRY(dnnl_reorder_primitive_desc_create(&pa->reorder_pd, from, cpu_engine, to, cpu_engine, NULL));
+        DNNL_TRY(dnnl_reorder_primitive_desc_create(&pa->reorder_pd, from, filo_dnnl_engine(), to, filo_dnnl_engine(),
+                                                    NULL));
         DNNL_TRY(dnnl_primitive_create(&pa->reorder, pa->reorder_pd));
     }
     return FILO_OK;
@@ -253,7 +224,7 @@ static filo_status plan_get(plan_kind kind, const filo_conv2d_desc *d, conv_plan
     do {                                                            \
         dnnl_status_t exec_s_ = (call);                             \
         if (exec_s_ != dnnl_success) {                              \
-            st = dnnl_fail(exec_s_, #call, "filo_cpu_conv2d");      \
+            st = filo_dnnl_fail(exec_s_, #call, "filo_cpu_conv2d");      \
             goto done;                                              \
         }                                                           \
     } while (0)
@@ -266,23 +237,23 @@ static filo_status plan_run(const conv_plan *p, void *const *ptrs)
     dnnl_exec_arg_t ea[4];
     for (int i = 0; i < p->nargs; i++) {
         const plan_arg *pa = &p->args[i];
-        EXEC_TRY(dnnl_memory_create(&user[i], &pa->plain, cpu_engine, ptrs[i]));
+        EXEC_TRY(dnnl_memory_create(&user[i], &pa->plain, filo_dnnl_engine(), ptrs[i]));
         if (pa->reorder) {
-            EXEC_TRY(dnnl_memory_create(&inner[i], &pa->inner, cpu_engine, DNNL_MEMORY_ALLOCATE));
+            EXEC_TRY(dnnl_memory_create(&inner[i], &pa->inner, filo_dnnl_engine(), DNNL_MEMORY_ALLOCATE));
             if (!pa->is_output) {
                 dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
-                EXEC_TRY(dnnl_primitive_execute(pa->reorder, cpu_stream, 2, r));
+                EXEC_TRY(dnnl_primitive_execute(pa->reorder, filo_dnnl_stream(), 2, r));
             }
         }
         ea[i] = (dnnl_exec_arg_t){pa->arg, inner[i] ? inner[i] : user[i]};
     }
-    EXEC_TRY(dnnl_primitive_execute(p->prim, cpu_stream, p->nargs, ea));
+    EXEC_TRY(dnnl_primitive_execute(p->prim, filo_dnnl_stream(), p->nargs, ea));
     for (int i = 0; i < p->nargs; i++)
         if (p->args[i].reorder && p->args[i].is_output) {
             dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, inner[i]}, {DNNL_ARG_TO, user[i]}};
-            EXEC_TRY(dnnl_primitive_execute(p->args[i].reorder, cpu_stream, 2, r));
+            EXEC_TRY(dnnl_primitive_execute(p->args[i].reorder, filo_dnnl_stream(), 2, r));
         }
-    EXEC_TRY(dnnl_stream_wait(cpu_stream));
+    EXEC_TRY(dnnl_stream_wait(filo_dnnl_stream()));
 done:
     for (int i = 0; i < 4; i++) {
         if (user[i])
@@ -460,7 +431,7 @@ filo_status filo_cpu_conv2d_forward(const filo_conv2d_desc *d, const void *x, co
     }
     if (d->dtype != FILO_F32 && d->dtype != FILO_BF16 && d->dtype != FILO_F16)
         return FILO_FAIL(FILO_ERR_DTYPE, "no convolution for %s", filo_dtype_name(d->dtype));
-    FILO_TRY(engine_and_stream());
+    FILO_TRY(filo_dnnl_ready());
     int64_t nx = d->N * d->C * d->H * d->W, nw = d->K * (d->C / d->groups) * d->R * d->S;
     int64_t ny = d->N * d->K * d->OH * d->OW;
     if (d->dtype == FILO_F32)
@@ -494,7 +465,7 @@ filo_status filo_cpu_conv2d_backward(const filo_conv2d_desc *d, const void *dy, 
         return FILO_FAIL(FILO_ERR_DTYPE, "no convolution for %s", filo_dtype_name(d->dtype));
     if (!dx && !dw)
         return FILO_OK;
-    FILO_TRY(engine_and_stream());
+    FILO_TRY(filo_dnnl_ready());
     int64_t nx = d->N * d->C * d->H * d->W, nw = d->K * (d->C / d->groups) * d->R * d->S;
     int64_t ny = d->N * d->K * d->OH * d->OW;
     filo_status s = FILO_OK;

@@ -3,44 +3,13 @@
  * than f32 without AMX), and f64, which oneDNN lacks, through a plain loop in double. This is
  * also the reference the CUDA (cuBLASLt) path is compared with. */
 #include <dnnl.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "element.h"
+#include "dnnl_context.h"
 #include "error.h"
 #include "matmul_backend.h"
-
-/* One CPU engine per process; a stream per thread, since a oneDNN stream is not meant to be
- * used by several threads at once. */
-static dnnl_engine_t cpu_engine;
-static dnnl_status_t cpu_engine_status = dnnl_success;
-static pthread_once_t cpu_engine_once = PTHREAD_ONCE_INIT;
-static _Thread_local dnnl_stream_t cpu_stream;
-
-static void create_engine(void) { cpu_engine_status = dnnl_engine_create(&cpu_engine, dnnl_cpu, 0); }
-
-static filo_status dnnl_fail(dnnl_status_t s, const char *call, const char *where)
-{
-    return filo_error_set(FILO_ERR_INTERNAL, where, "%s failed with oneDNN status %d", call, (int)s);
-}
-
-#define DNNL_TRY(call)                                  \
-    do {                                                \
-        dnnl_status_t dnnl_try_s_ = (call);             \
-        if (dnnl_try_s_ != dnnl_success)                \
-            return dnnl_fail(dnnl_try_s_, #call, __func__); \
-    } while (0)
-
-static filo_status engine_and_stream(void)
-{
-    pthread_once(&cpu_engine_once, create_engine);
-    if (cpu_engine_status != dnnl_success)
-        return dnnl_fail(cpu_engine_status, "dnnl_engine_create", __func__);
-    if (!cpu_stream)
-        DNNL_TRY(dnnl_stream_create(&cpu_stream, cpu_engine, dnnl_stream_default_flags));
-    return FILO_OK;
-}
 
 /* The 3-D memory descriptor [batch or 1, rows, cols] of an operand. */
 static filo_status operand_md(dnnl_memory_desc_t *md, const filo_matmul_operand *o, int64_t batch, int64_t rows,
@@ -83,27 +52,27 @@ static filo_status matmul_f32_objects(const filo_matmul_desc *d, const float *a,
 
     dnnl_matmul_desc_t op;
     DNNL_TRY(dnnl_matmul_desc_init(&op, &a_md, &b_md, bias ? &bias_md : NULL, &c_md));
-    DNNL_TRY(dnnl_primitive_desc_create(&o->pd, &op, NULL, cpu_engine, NULL));
+    DNNL_TRY(dnnl_primitive_desc_create(&o->pd, &op, NULL, filo_dnnl_engine(), NULL));
     DNNL_TRY(dnnl_primitive_create(&o->prim, o->pd));
-    DNNL_TRY(dnnl_memory_create(&o->mem[0], &a_md, cpu_engine, (void *)a));
-    DNNL_TRY(dnnl_memory_create(&o->mem[1], &b_md, cpu_engine, (void *)b));
-    DNNL_TRY(dnnl_memory_create(&o->mem[2], &c_md, cpu_engine, c));
+    DNNL_TRY(dnnl_memory_create(&o->mem[0], &a_md, filo_dnnl_engine(), (void *)a));
+    DNNL_TRY(dnnl_memory_create(&o->mem[1], &b_md, filo_dnnl_engine(), (void *)b));
+    DNNL_TRY(dnnl_memory_create(&o->mem[2], &c_md, filo_dnnl_engine(), c));
     dnnl_exec_arg_t args[4] = {
         {DNNL_ARG_SRC, o->mem[0]}, {DNNL_ARG_WEIGHTS, o->mem[1]}, {DNNL_ARG_DST, o->mem[2]}, {DNNL_ARG_BIAS, NULL}};
     int nargs = 3;
     if (bias) {
-        DNNL_TRY(dnnl_memory_create(&o->mem[3], &bias_md, cpu_engine, (void *)bias));
+        DNNL_TRY(dnnl_memory_create(&o->mem[3], &bias_md, filo_dnnl_engine(), (void *)bias));
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, o->mem[3]};
     }
-    DNNL_TRY(dnnl_primitive_execute(o->prim, cpu_stream, nargs, args));
-    DNNL_TRY(dnnl_stream_wait(cpu_stream));
+    DNNL_TRY(dnnl_primitive_execute(o->prim, filo_dnnl_stream(), nargs, args));
+    DNNL_TRY(dnnl_stream_wait(filo_dnnl_stream()));
     return FILO_OK;
 }
 
 /* The f32 GEMM on f32 data laid out as d describes (d->dtype is ignored). */
 static filo_status matmul_f32(const filo_matmul_desc *d, const float *a, const float *b, const float *bias, float *c)
 {
-    FILO_TRY(engine_and_stream());
+    FILO_TRY(filo_dnnl_ready());
     dnnl_objects o;
     memset(&o, 0, sizeof o);
     filo_status s = matmul_f32_objects(d, a, b, bias, c, &o);
