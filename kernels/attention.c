@@ -164,14 +164,6 @@ static filo_attention_operand operand(const filo_tensor *t)
     return o;
 }
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 static void fill_desc(filo_attention_desc *d, const in_set *c, const filo_attention_mask *mask, double scale)
 {
     const filo_tensor *q = c->t[0], *k = c->t[1];
@@ -242,7 +234,7 @@ filo_status filo_attention_forward(const filo_tensor *q, const filo_tensor *k, c
             st = filo_cpu_attention_forward(&d);
         } else {
             void *stream = NULL;
-            st = native_stream(q->device, &stream);
+            st = filo_stream_current_native(q->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_attention_forward(&d, stream));
         }
@@ -330,7 +322,7 @@ filo_status filo_attention_backward(const filo_tensor *dout, const filo_tensor *
                     st = filo_cpu_attention_backward(&d);
                 } else {
                     void *stream = NULL;
-                    st = native_stream(q->device, &stream);
+                    st = filo_stream_current_native(q->device, &stream);
                     if (st == FILO_OK)
                         st = FILO_CUDA_CALL(filo_cuda_attention_backward(&d, stream));
                 }

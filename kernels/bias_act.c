@@ -10,6 +10,7 @@
 #include "bias_act_backend.h"
 #include "dropout_backend.h"
 #include "error.h"
+#include "op_checks.h"
 
 #define DESC_LEN 200
 
@@ -25,28 +26,6 @@ static filo_status check_input(const char *op, const char *what, const filo_tens
     if (!is_float_dtype(t->dtype))
         return filo_error_set(FILO_ERR_DTYPE, op, "%s must be f32, f64, bf16 or f16, got %s", what,
                               filo_tensor_describe(t, desc, sizeof desc));
-    return FILO_OK;
-}
-
-/* `other` must have x's shape, dtype and device. */
-static filo_status check_like(const char *op, const char *what, const filo_tensor *other, const char *xwhat,
-                              const filo_tensor *x)
-{
-    char a[DESC_LEN], b[DESC_LEN];
-    if (!other)
-        return filo_error_set(FILO_ERR_INVALID_ARG, op, "%s is NULL", what);
-    int same = other->ndim == x->ndim;
-    for (int i = 0; same && i < x->ndim; i++)
-        same = other->shape[i] == x->shape[i];
-    if (!same)
-        return filo_error_set(FILO_ERR_SHAPE, op, "%s %s must have the shape of %s %s", what,
-                              filo_tensor_describe(other, a, sizeof a), xwhat, filo_tensor_describe(x, b, sizeof b));
-    if (other->dtype != x->dtype)
-        return filo_error_set(FILO_ERR_DTYPE, op, "%s %s must have the dtype of %s %s", what,
-                              filo_tensor_describe(other, a, sizeof a), xwhat, filo_tensor_describe(x, b, sizeof b));
-    if (!filo_device_equal(other->device, x->device))
-        return filo_error_set(FILO_ERR_DEVICE, op, "%s %s is not on the device of %s %s", what,
-                              filo_tensor_describe(other, a, sizeof a), xwhat, filo_tensor_describe(x, b, sizeof b));
     return FILO_OK;
 }
 
@@ -122,7 +101,7 @@ filo_status filo_bias_gelu_forward(const filo_tensor *x, const filo_tensor *bias
             st = filo_cpu_bias_gelu_forward(&d);
         } else {
             void *stream = NULL;
-            st = filo_dropout_native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_bias_gelu_forward(&d, stream));
         }
@@ -142,7 +121,7 @@ filo_status filo_bias_gelu_backward(const filo_tensor *dy, const filo_tensor *x,
 {
     const char *op = __func__;
     FILO_TRY(check_input(op, "x", x));
-    FILO_TRY(check_like(op, "dy", dy, "x", x));
+    FILO_TRY(filo_check_like(op, "dy", dy, "x", x));
     if (bias)
         FILO_TRY(check_bias(op, bias, x));
     FILO_TRY(check_approximate(op, approximate));
@@ -181,7 +160,7 @@ filo_status filo_bias_gelu_backward(const filo_tensor *dy, const filo_tensor *x,
             st = filo_cpu_bias_gelu_backward(&d);
         } else {
             void *stream = NULL;
-            st = filo_dropout_native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_bias_gelu_backward(&d, stream));
         }
@@ -211,7 +190,7 @@ filo_status filo_bias_dropout_residual_forward(const filo_tensor *x, const filo_
     if (bias)
         FILO_TRY(check_bias(op, bias, x));
     if (residual)
-        FILO_TRY(check_like(op, "residual", residual, "x", x));
+        FILO_TRY(filo_check_like(op, "residual", residual, "x", x));
     FILO_TRY(filo_dropout_check_p(op, p, gen));
     if (!y || !state)
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "an output pointer (y, state) is NULL");
@@ -273,7 +252,7 @@ filo_status filo_bias_dropout_residual_backward(const filo_tensor *dy, const fil
             st = filo_cpu_dropout_dbias(&d);
         } else {
             void *stream = NULL;
-            st = filo_dropout_native_stream(dy->device, &stream);
+            st = filo_stream_current_native(dy->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_dropout_dbias(&d, stream));
         }

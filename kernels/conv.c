@@ -114,14 +114,6 @@ static filo_status check_args(const char *op, const filo_tensor *x, const filo_t
     return FILO_OK;
 }
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 static const void *data_of(const filo_tensor *t) { return t ? filo_tensor_data(t) : NULL; }
 
 /* *y += bias[k] broadcast over [N, K, OH, OW] (replaces *y). */
@@ -180,7 +172,7 @@ filo_status filo_conv2d_forward(const filo_tensor *x, const filo_tensor *w, cons
                 st = filo_cpu_conv2d_forward(&d, data_of(cx), data_of(cw), data_of(cb), filo_tensor_data(out));
             } else {
                 void *s = NULL;
-                st = native_stream(x->device, &s);
+                st = filo_stream_current_native(x->device, &s);
                 if (st == FILO_OK)
                     st = FILO_CUDA_CALL(filo_cuda_conv2d_forward(&d, data_of(cx), data_of(cw), filo_tensor_data(out),
                                                                  x->device.index, s));
@@ -252,7 +244,7 @@ filo_status filo_conv2d_backward(const filo_tensor *dy, const filo_tensor *x, co
                 st = filo_cpu_conv2d_backward(&d, data_of(cdy), data_of(cx), data_of(cw), pdx, pdw, pdb);
             } else {
                 void *s = NULL;
-                st = native_stream(x->device, &s);
+                st = filo_stream_current_native(x->device, &s);
                 if (st == FILO_OK && (pdx || pdw))
                     st = FILO_CUDA_CALL(filo_cuda_conv2d_backward(&d, data_of(cdy), data_of(cx), data_of(cw), pdx, pdw,
                                                                   x->device.index, s));

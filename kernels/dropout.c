@@ -73,14 +73,6 @@ void filo_dropout_desc_set_mask(filo_dropout_desc *d, const filo_dropout_state *
     }
 }
 
-filo_status filo_dropout_native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 filo_status filo_dropout_apply_tensors(const char *op, const filo_tensor *x, const filo_tensor *bias,
                                        const filo_tensor *residual, const filo_dropout_state *state,
                                        filo_tensor **y)
@@ -110,7 +102,7 @@ filo_status filo_dropout_apply_tensors(const char *op, const filo_tensor *x, con
             st = filo_cpu_dropout_apply(&d);
         } else {
             void *stream = NULL;
-            st = filo_dropout_native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_dropout_apply(&d, stream));
         }

@@ -59,8 +59,6 @@ void filo_dropout_desc_set_mask(filo_dropout_desc *d, const filo_dropout_state *
 filo_status filo_dropout_apply_tensors(const char *op, const filo_tensor *x, const filo_tensor *bias,
                                        const filo_tensor *residual, const filo_dropout_state *state,
                                        filo_tensor **y);
-/* The device's current native stream. */
-filo_status filo_dropout_native_stream(filo_device device, void **native);
 
 #ifdef __cplusplus
 }

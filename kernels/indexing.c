@@ -12,14 +12,6 @@
 
 #define DESC_LEN 200
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 static int is_float(filo_dtype t) { return t == FILO_F32 || t == FILO_F64 || t == FILO_BF16 || t == FILO_F16; }
 
 static filo_status check_index(const char *op, const char *what, const filo_tensor *idx, const filo_tensor *x)
@@ -115,7 +107,7 @@ static filo_status run_index_select(filo_device dev, const filo_index_select_des
     if (dev.type == FILO_DEVICE_CPU)
         return filo_cpu_index_select(d);
     void *stream = NULL;
-    FILO_TRY(native_stream(dev, &stream));
+    FILO_TRY(filo_stream_current_native(dev, &stream));
     return FILO_CUDA_CALL(filo_cuda_index_select(d, stream));
 }
 
@@ -214,7 +206,7 @@ static filo_status run_index_add(filo_index_add_desc *d, filo_device dev, tensor
         d->partial = (int64_t *)d->keys + p;
     }
     void *stream = NULL;
-    FILO_TRY(native_stream(dev, &stream));
+    FILO_TRY(filo_stream_current_native(dev, &stream));
     return FILO_CUDA_CALL(filo_cuda_index_add(d, stream));
 }
 
@@ -333,7 +325,7 @@ filo_status filo_gather(const filo_tensor *x, int dim, const filo_tensor *index,
             st = filo_cpu_gather(&gd);
         } else {
             void *stream = NULL;
-            st = native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_gather(&gd, stream));
         }
@@ -390,7 +382,7 @@ filo_status filo_scatter_add(const filo_tensor *self, int dim, const filo_tensor
             st = filo_cpu_scatter_add(&sd);
         } else {
             void *stream = NULL;
-            st = native_stream(self->device, &stream);
+            st = filo_stream_current_native(self->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_scatter_add(&sd, stream));
         }
@@ -442,7 +434,7 @@ filo_status filo_masked_fill(const filo_tensor *x, const filo_tensor *mask, doub
             st = filo_cpu_masked_fill(&md);
         } else {
             void *stream = NULL;
-            st = native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_masked_fill(&md, stream));
         }

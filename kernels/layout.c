@@ -12,14 +12,6 @@
 
 #define DESC_LEN 200
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 static filo_status norm_dim(const char *op, const filo_tensor *x, int dim, int *out)
 {
     char desc[DESC_LEN];
@@ -56,7 +48,7 @@ static filo_status copy2d(filo_device dev, const filo_copy2d_desc *d)
     if (dev.type == FILO_DEVICE_CPU)
         return filo_cpu_copy2d(d);
     void *stream = NULL;
-    FILO_TRY(native_stream(dev, &stream));
+    FILO_TRY(filo_stream_current_native(dev, &stream));
     return FILO_CUDA_CALL(filo_cuda_copy2d(d, stream));
 }
 
@@ -249,7 +241,7 @@ static filo_status pad_impl(const char *op, const filo_tensor *x, int npairs, co
             st = filo_cpu_pad(&pd);
         } else {
             void *stream = NULL;
-            st = native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_pad(&pd, stream));
         }

@@ -91,14 +91,6 @@ static filo_status check_options(const char *op, const filo_cross_entropy_option
     return FILO_OK;
 }
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 #define MAX_TENSORS 5
 
 /* Tensors owned by one call, freed together. */
@@ -148,7 +140,7 @@ static filo_status run(const char *op, filo_loss_desc *d, const filo_tensor *x, 
             st = filo_cpu_cross_entropy(d);
         } else {
             void *stream = NULL;
-            st = native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_cross_entropy(d, stream));
         }

@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "op_checks.h"
 #include "norm_backend.h"
 
 #define DESC_LEN 200
@@ -31,28 +32,6 @@ static filo_status check_input(const char *op, const char *what, const filo_tens
     if (t->shape[t->ndim - 1] > ((int64_t)1 << 30))
         return filo_error_set(FILO_ERR_SHAPE, op, "%s has a last dim over 2^30: %s", what,
                               filo_tensor_describe(t, desc, sizeof desc));
-    return FILO_OK;
-}
-
-/* `other` must have x's shape, dtype and device. */
-static filo_status check_like(const char *op, const char *what, const filo_tensor *other, const char *xwhat,
-                              const filo_tensor *x)
-{
-    char a[DESC_LEN], b[DESC_LEN];
-    if (!other)
-        return filo_error_set(FILO_ERR_INVALID_ARG, op, "%s is NULL", what);
-    int same = other->ndim == x->ndim;
-    for (int i = 0; same && i < x->ndim; i++)
-        same = other->shape[i] == x->shape[i];
-    if (!same)
-        return filo_error_set(FILO_ERR_SHAPE, op, "%s %s must have the shape of %s %s", what,
-                              filo_tensor_describe(other, a, sizeof a), xwhat, filo_tensor_describe(x, b, sizeof b));
-    if (other->dtype != x->dtype)
-        return filo_error_set(FILO_ERR_DTYPE, op, "%s %s must have the dtype of %s %s", what,
-                              filo_tensor_describe(other, a, sizeof a), xwhat, filo_tensor_describe(x, b, sizeof b));
-    if (!filo_device_equal(other->device, x->device))
-        return filo_error_set(FILO_ERR_DEVICE, op, "%s %s is not on the device of %s %s", what,
-                              filo_tensor_describe(other, a, sizeof a), xwhat, filo_tensor_describe(x, b, sizeof b));
     return FILO_OK;
 }
 
@@ -141,21 +120,13 @@ static void out_free(out_set *o)
     }
 }
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 static filo_status norm_forward(const char *op, int rms, const filo_tensor *x, const filo_tensor *residual,
                                 const filo_tensor *gamma, const filo_tensor *beta, double eps, filo_tensor **y,
                                 filo_tensor **h_out, filo_tensor **mean, filo_tensor **rstd)
 {
     FILO_TRY(check_input(op, "x", x));
     if (residual)
-        FILO_TRY(check_like(op, "residual", residual, "x", x));
+        FILO_TRY(filo_check_like(op, "residual", residual, "x", x));
     FILO_TRY(check_param(op, "gamma", gamma, x));
     if (beta)
         FILO_TRY(check_param(op, "beta", beta, x));
@@ -211,7 +182,7 @@ static filo_status norm_forward(const char *op, int rms, const filo_tensor *x, c
             st = filo_cpu_norm_forward(&d);
         } else {
             void *stream = NULL;
-            st = native_stream(x->device, &stream);
+            st = filo_stream_current_native(x->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_norm_forward(&d, stream));
         }
@@ -235,7 +206,7 @@ static filo_status norm_backward(const char *op, int rms, const filo_tensor *dy,
                                  filo_tensor **dx, filo_tensor **dgamma, filo_tensor **dbeta)
 {
     FILO_TRY(check_input(op, "h", h));
-    FILO_TRY(check_like(op, "dy", dy, "h", h));
+    FILO_TRY(filo_check_like(op, "dy", dy, "h", h));
     if (!rms)
         FILO_TRY(check_stat(op, "mean", mean, h));
     FILO_TRY(check_stat(op, "rstd", rstd, h));
@@ -293,7 +264,7 @@ static filo_status norm_backward(const char *op, int rms, const filo_tensor *dy,
             st = filo_cpu_norm_backward(&d);
         } else {
             void *stream = NULL;
-            st = native_stream(h->device, &stream);
+            st = filo_stream_current_native(h->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_norm_backward(&d, stream));
         }

@@ -12,14 +12,6 @@
 
 #define DESC_LEN 200
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 static int same_shape(const filo_tensor *a, const filo_tensor *b)
 {
     if (a->ndim != b->ndim)
@@ -233,7 +225,7 @@ filo_status filo_adam_step(int n, filo_tensor *const *params, const filo_tensor 
             st = filo_cpu_adam_step(&d);
         } else {
             void *stream = NULL;
-            st = native_stream(dev, &stream);
+            st = filo_stream_current_native(dev, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_adam_step(&d, stream));
         }
@@ -303,7 +295,7 @@ static filo_status norm_reduce(const char *op, const filo_tensor *const *grads, 
             st = filo_cpu_grad_norm(&d);
         } else {
             void *stream = NULL;
-            st = native_stream(dev, &stream);
+            st = filo_stream_current_native(dev, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_grad_norm(&d, stream));
         }
@@ -368,7 +360,7 @@ filo_status filo_clip_coef(const filo_tensor *norm, double max_norm, filo_tensor
             st = filo_cpu_clip_coef(in, (float)max_norm, o);
         } else {
             void *stream = NULL;
-            st = native_stream(norm->device, &stream);
+            st = filo_stream_current_native(norm->device, &stream);
             if (st == FILO_OK)
                 st = FILO_CUDA_CALL(filo_cuda_clip_coef(in, (float)max_norm, o, stream));
         }

@@ -102,14 +102,6 @@ static filo_status check_x(const char *op, const char *what, const filo_tensor *
     return FILO_OK;
 }
 
-static filo_status native_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 typedef enum { MAX_FWD, MAX_BWD, AVG_FWD, AVG_BWD } pool_kind;
 
 static filo_status launch(pool_kind k, filo_device dev, const filo_pool2d_desc *d)
@@ -125,7 +117,7 @@ static filo_status launch(pool_kind k, filo_device dev, const filo_pool2d_desc *
         }
     }
     void *s = NULL;
-    FILO_TRY(native_stream(dev, &s));
+    FILO_TRY(filo_stream_current_native(dev, &s));
     switch (k) {
     case MAX_FWD: return FILO_CUDA_CALL(filo_cuda_maxpool2d_forward(d, s));
     case MAX_BWD: return FILO_CUDA_CALL(filo_cuda_maxpool2d_backward(d, s));

@@ -34,14 +34,6 @@ static filo_status check_input(const filo_tensor *x, filo_tensor **out, const ch
     return filo_device_check(x->device);
 }
 
-static filo_status current_stream(filo_device device, void **native)
-{
-    filo_stream *s;
-    FILO_TRY(filo_stream_current(device, &s));
-    *native = s->native;
-    return FILO_OK;
-}
-
 /* Shared by every reduction: resolves dim, builds the output, runs the backend. */
 static filo_status reduce_run(filo_reduce_kind kind, const filo_tensor *x, int dim, int keepdim, int correction,
                               const char *where, filo_tensor **out)
@@ -96,7 +88,7 @@ static filo_status reduce_run(filo_reduce_kind kind, const filo_tensor *x, int d
             s = filo_cpu_reduce(&rd);
         } else {
             void *stream = NULL;
-            s = current_stream(x->device, &stream);
+            s = filo_stream_current_native(x->device, &stream);
             if (s == FILO_OK)
                 s = FILO_CUDA_CALL(filo_cuda_reduce(&rd, x->device.index, stream));
         }
@@ -157,7 +149,7 @@ static filo_status softmax_run(int log, const filo_tensor *x, const char *where,
             s = filo_cpu_softmax(&sd);
         } else {
             void *stream = NULL;
-            s = current_stream(x->device, &stream);
+            s = filo_stream_current_native(x->device, &stream);
             if (s == FILO_OK)
                 s = FILO_CUDA_CALL(filo_cuda_softmax(&sd, stream));
         }

@@ -43,6 +43,9 @@ filo_status filo_device_malloc(filo_device device, size_t bytes, filo_stream *st
 filo_status filo_device_free(filo_device device, void *ptr);
 /* The block is also used on `stream`: its memory is not reused until that stream's work is done. */
 filo_status filo_device_record_stream(filo_device device, void *ptr, filo_stream *stream);
+/* The native handle (cudaStream_t, or NULL on the CPU) of the device's current stream: what an op
+ * passes to its kernel launcher. */
+filo_status filo_stream_current_native(filo_device device, void **native);
 /* Pinned host memory (page-locked when a CUDA device exists) for staging copies. */
 filo_status filo_pinned_malloc(size_t bytes, void **ptr);
 filo_status filo_pinned_free(void *ptr, filo_stream *used_on);

@@ -288,6 +288,14 @@ filo_status filo_stream_current(filo_device device, filo_stream **out)
     return filo_stream_default(device, out);
 }
 
+filo_status filo_stream_current_native(filo_device device, void **native)
+{
+    filo_stream *s;
+    FILO_TRY(filo_stream_current(device, &s));
+    *native = s->native;
+    return FILO_OK;
+}
+
 filo_status filo_stream_set_current(filo_device device, filo_stream *stream)
 {
     FILO_TRY(filo_device_check(device));
