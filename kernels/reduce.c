@@ -120,7 +120,7 @@ filo_status filo_argmax(const filo_tensor *x, int dim, int keepdim, filo_tensor 
     return reduce_run(FILO_RK_ARGMAX, x, dim, keepdim, 0, __func__, out);
 }
 
-filo_status filo_var(const filo_tensor *x, int dim, int correction, int keepdim, filo_tensor **out)
+filo_status filo_variance(const filo_tensor *x, int dim, int correction, int keepdim, filo_tensor **out)
 {
     if (correction < 0)
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "var: correction %d is negative", correction);

@@ -495,6 +495,16 @@ filo_status filo_tensor_full(filo_device device, filo_dtype dtype, int ndim, con
 
 /* ---- views ---- */
 
+filo_status filo_tensor_record_stream(const filo_tensor *t, filo_stream *stream)
+{
+    FILO_TRY(check_tensor(t, __func__));
+    if (t->device.type == FILO_DEVICE_CPU || !t->storage->data)
+        return FILO_OK;
+    if (!stream || !filo_device_equal(filo_stream_device(stream), t->device))
+        return FILO_FAIL(FILO_ERR_DEVICE, "the stream is not on the tensor's device");
+    return filo_device_record_stream(t->device, t->storage->data, stream);
+}
+
 filo_status filo_tensor_alias(const filo_tensor *t, filo_tensor **out)
 {
     FILO_TRY(check_tensor(t, __func__));

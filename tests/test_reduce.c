@@ -31,8 +31,8 @@ static filo_status red_call(kind k, const filo_tensor *x, int dim, int keepdim, 
     case K_MAX: return filo_reduce(FILO_REDUCE_MAX, x, dim, keepdim, out);
     case K_MIN: return filo_reduce(FILO_REDUCE_MIN, x, dim, keepdim, out);
     case K_ARGMAX: return filo_argmax(x, dim, keepdim, out);
-    case K_VAR0: return filo_var(x, dim, 0, keepdim, out);
-    case K_VAR1: return filo_var(x, dim, 1, keepdim, out);
+    case K_VAR0: return filo_variance(x, dim, 0, keepdim, out);
+    case K_VAR1: return filo_variance(x, dim, 1, keepdim, out);
     }
     return FILO_ERR_INTERNAL;
 }
@@ -176,7 +176,7 @@ Test(reduce, output_shapes_with_and_without_keepdim)
     check_shape(y, 0, NULL);
     cr_assert_eq(y->dtype, FILO_I64);
     filo_tensor_free(y);
-    FILO_CHECK(filo_var(x, ALL, 1, 1, &y));
+    FILO_CHECK(filo_variance(x, ALL, 1, 1, &y));
     check_shape(y, 3, (int64_t[]){1, 1, 1});
     filo_tensor_free(y);
     filo_tensor_free(x);
@@ -395,7 +395,7 @@ Test(reduce, var_is_two_pass_stable)
             for (int dim = 0; dim < 2; dim++) {
                 int d = dim ? 0 : ALL;
                 filo_tensor *x = filo_test_upload(devs[b], FILO_F32, 1, &n, v), *y;
-                FILO_CHECK(filo_var(x, d, corr, 0, &y));
+                FILO_CHECK(filo_variance(x, d, corr, 0, &y));
                 double got;
                 FILO_CHECK(filo_tensor_to_host_as(y, FILO_F64, &got, sizeof got));
                 double want = m2 / (double)(n - corr);
@@ -453,7 +453,7 @@ Test(reduce, empty_reductions)
         cr_assert(isnan(p[0]) && isnan(p[2]), "empty mean is NaN");
         free(p);
         filo_tensor_free(y);
-        FILO_CHECK(filo_var(x, ALL, 0, 0, &y));
+        FILO_CHECK(filo_variance(x, ALL, 0, 0, &y));
         p = filo_test_download(y);
         cr_assert(isnan(p[0]), "empty var is NaN");
         free(p);
@@ -477,7 +477,7 @@ Test(reduce, empty_reductions)
         filo_tensor_free(x);
         /* One element, unbiased: 0 / 0. */
         x = filo_test_upload(devs[b], FILO_F32, 1, (int64_t[]){1}, (double[]){2});
-        FILO_CHECK(filo_var(x, 0, 1, 0, &y));
+        FILO_CHECK(filo_variance(x, 0, 1, 0, &y));
         p = filo_test_download(y);
         cr_assert(isnan(p[0]), "var of one element with correction 1 is NaN");
         free(p);
@@ -494,8 +494,8 @@ Test(reduce, bad_input_errors)
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_SUM, x, 3, 0, &y), FILO_ERR_SHAPE, "dim 3 out of range for f32[7, 33, 5]");
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_MEAN, x, -4, 1, &y), FILO_ERR_SHAPE, "mean: dim -4 out of range");
     FILO_CHECK_FAILS(filo_argmax(x, 5, 0, &y), FILO_ERR_SHAPE, "argmax: dim 5 out of range for f32[7, 33, 5]");
-    FILO_CHECK_FAILS(filo_var(x, -9, 1, 0, &y), FILO_ERR_SHAPE, "var: dim -9 out of range for f32[7, 33, 5]");
-    FILO_CHECK_FAILS(filo_var(x, 0, -1, 0, &y), FILO_ERR_INVALID_ARG, "correction -1 is negative");
+    FILO_CHECK_FAILS(filo_variance(x, -9, 1, 0, &y), FILO_ERR_SHAPE, "var: dim -9 out of range for f32[7, 33, 5]");
+    FILO_CHECK_FAILS(filo_variance(x, 0, -1, 0, &y), FILO_ERR_INVALID_ARG, "correction -1 is negative");
     FILO_CHECK_FAILS(filo_reduce((filo_reduce_op)42, x, 0, 0, &y), FILO_ERR_INVALID_ARG, "unknown reduce op 42");
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_SUM, NULL, 0, 0, &y), FILO_ERR_INVALID_ARG, "x is NULL");
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_SUM, x, 0, 0, NULL), FILO_ERR_INVALID_ARG, "out is NULL");
@@ -511,7 +511,7 @@ Test(reduce, bad_input_errors)
     filo_tensor *i = filo_test_upload(filo_cpu(), FILO_I64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, 4, 5, 6});
     FILO_CHECK_FAILS(filo_reduce(FILO_REDUCE_SUM, i, 0, 0, &y), FILO_ERR_DTYPE, "sum needs a floating-point tensor");
     FILO_CHECK_FAILS(filo_argmax(i, 0, 0, &y), FILO_ERR_DTYPE, "got i64[2, 3] cpu");
-    FILO_CHECK_FAILS(filo_var(i, 0, 0, 0, &y), FILO_ERR_DTYPE, "var needs");
+    FILO_CHECK_FAILS(filo_variance(i, 0, 0, 0, &y), FILO_ERR_DTYPE, "var needs");
     FILO_CHECK_FAILS(filo_softmax(i, &y), FILO_ERR_DTYPE, "softmax needs a floating-point tensor");
     filo_tensor_free(i);
 }

@@ -21,6 +21,8 @@
 #include "filo/layout.h"
 #include "filo/indexing.h"
 #include "filo/matmul.h"
+#include "filo/autograd.h"
+#include "filo/ag.h"
 
 #define FILO_VERSION_MAJOR 0
 #define FILO_VERSION_MINOR 1

@@ -37,7 +37,7 @@ filo_status filo_argmax(const filo_tensor *x, int dim, int keepdim, filo_tensor 
 /* Variance sum((x - mean)^2) / max(0, N - correction): correction 0 is the population variance,
  * 1 the unbiased one; a negative correction is FILO_ERR_INVALID_ARG. Two-pass (mean first), so large offsets do not cancel. N <= correction
  * gives NaN or inf, as in PyTorch. */
-filo_status filo_var(const filo_tensor *x, int dim, int correction, int keepdim, filo_tensor **out);
+filo_status filo_variance(const filo_tensor *x, int dim, int correction, int keepdim, filo_tensor **out);
 
 /* exp(x - max) / sum(exp(x - max)) along the last axis (a 0-d tensor is one row of one). A row of
  * all -inf gives NaN, like PyTorch. */

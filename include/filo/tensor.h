@@ -59,6 +59,11 @@ filo_status filo_tensor_to(const filo_tensor *t, filo_device device, filo_tensor
 /* dst[...] = src[...] for equal shapes, any strides, any devices, any dtypes (converted). */
 filo_status filo_tensor_copy(filo_tensor *dst, const filo_tensor *src);
 
+/* The tensor's memory is also used by work on `stream` (another stream of its device): the
+ * allocator does not reuse it after the free until that stream's work queued so far is done.
+ * A no-op on the CPU. */
+filo_status filo_tensor_record_stream(const filo_tensor *t, filo_stream *stream);
+
 /* In-place initialization (any strides). */
 filo_status filo_tensor_fill(filo_tensor *t, double value);
 filo_status filo_tensor_uniform(filo_tensor *t, filo_generator *gen, double low, double high);
