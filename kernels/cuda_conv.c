@@ -29,20 +29,60 @@
 
 #ifdef FILO_CUDA_EMULATION
 
+#include <stdio.h>
+
+#include <cuda_runtime.h>
+
+#include "filo_emu.h"
+
+/* A convolution recorded into a captured graph: the descriptor and pointers, run at replay. */
+typedef struct conv_task_args {
+    filo_conv2d_desc d;
+    int backward;
+    const void *a, *b, *c; /* forward: x, w, -; backward: dy, x, w */
+    void *out0, *out1;     /* forward: y, -;  backward: dx, dw */
+} conv_task_args;
+
+static filo_status conv_run(const conv_task_args *t)
+{
+    if (t->backward)
+        return filo_cpu_conv2d_backward(&t->d, t->a, t->b, t->c, t->out0, t->out1, NULL);
+    return filo_cpu_conv2d_forward(&t->d, t->a, t->b, NULL, t->out0);
+}
+
+static void conv_task(void *arg)
+{
+    if (conv_run(arg) != FILO_OK)
+        fprintf(stderr, "filo: emulated convolution in a graph replay failed: %s\n", filo_last_error());
+}
+
+/* At once, or recorded when the stream is being captured. */
+static filo_status conv_enqueue(const conv_task_args *t, void *stream)
+{
+    enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing((cudaStream_t)stream, &capture) == cudaSuccess &&
+        capture == cudaStreamCaptureStatusActive) {
+        if (filo_emu_host_task(stream, conv_task, t, sizeof *t) != 0)
+            return FILO_FAIL(FILO_ERR_CUDA, "recording an emulated convolution into the captured graph failed");
+        return FILO_OK;
+    }
+    return conv_run(t);
+}
+
 filo_status filo_cuda_conv2d_forward(const filo_conv2d_desc *d, const void *x, const void *w, void *y,
                                      int device_index, void *stream)
 {
     (void)device_index;
-    (void)stream;
-    return filo_cpu_conv2d_forward(d, x, w, NULL, y);
+    conv_task_args t = {*d, 0, x, w, NULL, y, NULL};
+    return conv_enqueue(&t, stream);
 }
 
 filo_status filo_cuda_conv2d_backward(const filo_conv2d_desc *d, const void *dy, const void *x, const void *w,
                                       void *dx, void *dw, int device_index, void *stream)
 {
     (void)device_index;
-    (void)stream;
-    return filo_cpu_conv2d_backward(d, dy, x, w, dx, dw, NULL);
+    conv_task_args t = {*d, 1, dy, x, w, dx, dw};
+    return conv_enqueue(&t, stream);
 }
 
 #else

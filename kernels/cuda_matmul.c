@@ -6,6 +6,7 @@
  * Under the CUDA emulator "device memory" is host memory and streams are synchronous, so the
  * GEMM is the CPU one (kernels/cpu/matmul.c) on the same pointers. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,10 +16,27 @@
 
 #ifdef FILO_CUDA_EMULATION
 
+#include <cuda_runtime.h>
+
+#include "filo_emu.h"
+
+/* A GEMM recorded into a captured graph runs at replay, where no caller sees a status. */
+static void matmul_task(void *arg)
+{
+    if (filo_cpu_matmul(arg) != FILO_OK)
+        fprintf(stderr, "filo: emulated GEMM in a graph replay failed: %s\n", filo_last_error());
+}
+
 filo_status filo_cuda_matmul(const filo_matmul_desc *d, int device_index, void *stream)
 {
     (void)device_index;
-    (void)stream;
+    enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing((cudaStream_t)stream, &capture) == cudaSuccess &&
+        capture == cudaStreamCaptureStatusActive) {
+        if (filo_emu_host_task(stream, matmul_task, d, sizeof *d) != 0)
+            return FILO_FAIL(FILO_ERR_CUDA, "recording an emulated GEMM into the captured graph failed");
+        return FILO_OK;
+    }
     return filo_cpu_matmul(d);
 }
 

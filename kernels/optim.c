@@ -177,9 +177,9 @@ filo_status filo_adam_step(int n, filo_tensor *const *params, const filo_tensor 
         FILO_TRY(check_scalar(op, "found_inf", opt->found_inf, dev, 1));
 
     /* Scalars in double as PyTorch's Python floats, then f32 for the element math. */
+    if (opt->step_count)
+        FILO_TRY(check_scalar(op, "step_count", opt->step_count, dev, 0));
     double lr = opt->lr, wd = opt->weight_decay;
-    double bc1 = 1.0 - pow(opt->beta1, (double)opt->step);
-    double bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
     filo_adam_desc d;
     memset(&d, 0, sizeof d);
     d.s.beta1 = (float)opt->beta1;
@@ -190,8 +190,11 @@ filo_status filo_adam_step(int n, filo_tensor *const *params, const filo_tensor 
     d.s.decoupled = opt->decoupled;
     d.s.weight_decay = opt->decoupled ? 0.0f : (float)wd;
     d.s.decay = opt->decoupled ? (float)(1.0 - lr * wd) : 1.0f;
-    d.s.step_size = (float)(lr / bc1);
-    d.s.bias_correction2_sqrt = (float)sqrt(bc2);
+    d.s.lr = lr;
+    d.s.beta1_d = opt->beta1;
+    d.s.beta2_d = opt->beta2;
+    filo_adam_scalars_at_step(&d.s, (double)opt->step);
+    d.step_count = opt->step_count ? filo_tensor_data(opt->step_count) : NULL;
     d.n = n;
     d.grad_dtype = gdt;
     d.copy_dtype = cdt;

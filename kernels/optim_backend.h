@@ -4,6 +4,7 @@
 #ifndef FILO_KERNELS_OPTIM_BACKEND_H
 #define FILO_KERNELS_OPTIM_BACKEND_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "element.h"
@@ -30,7 +31,16 @@ typedef struct filo_adam_scalars {
     float step_size;         /* lr / (1 - beta1^t) */
     float bias_correction2_sqrt;
     int decoupled;
+    double lr, beta1_d, beta2_d; /* the hyperparameters in double, for the step-dependent terms */
 } filo_adam_scalars;
+
+/* The terms that depend on the step count t, in double as PyTorch's Python floats, rounded once
+ * to f32: the host calls it with the caller's t, a device step counter calls it on the device. */
+FILO_HD void filo_adam_scalars_at_step(filo_adam_scalars *s, double t)
+{
+    s->step_size = (float)(s->lr / (1.0 - pow(s->beta1_d, t)));
+    s->bias_correction2_sqrt = (float)sqrt(1.0 - pow(s->beta2_d, t));
+}
 
 /* The update of one element (include/filo/optim.h writes the formulas out). g is already
  * multiplied by grad_scale. */
@@ -76,6 +86,9 @@ typedef struct filo_adam_desc {
     const float *grad_scale;         /* NULL or one f32 (device memory on CUDA) */
     const void *found_inf;           /* NULL or one found_inf_dtype element */
     filo_dtype found_inf_dtype;      /* f32 or u8 */
+    /* NULL, or one f32 step counter: the step adds 1 to it (unless found_inf is set) and uses it
+     * as t, so s.step_size and s.bias_correction2_sqrt are computed where it lives. */
+    float *step_count;
 } filo_adam_desc;
 
 /* Norm kinds of the gradient-norm reduction. */

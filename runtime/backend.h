@@ -34,7 +34,17 @@ typedef struct filo_device_ctx {
     filo_device device;
     struct filo_stream default_stream;
     filo_caching_alloc *alloc;
+    /* Private pools of captured steps (runtime/capture.c); NULL almost always, which keeps the
+     * allocation path free of capture checks. */
+    struct filo_capture_pool *pools;
 } filo_device_ctx;
+
+/* runtime/capture.c: allocation routing while pools exist. Each sets *handled to 1 when the call
+ * was for a capture's pool (an allocation by the capturing thread, a pool block, or a free of
+ * a block the capture may read, which is deferred until the captured step is freed). */
+filo_status filo_capture_route_malloc(filo_device_ctx *ctx, size_t bytes, void **ptr, int *handled);
+filo_status filo_capture_route_free(filo_device_ctx *ctx, void *ptr, int *handled);
+int filo_capture_pool_owns(filo_device_ctx *ctx, const void *ptr);
 
 /* The context of an existing device, created on first use (thread-safe). */
 filo_status filo_device_ctx_get(filo_device device, filo_device_ctx **out);
@@ -72,6 +82,12 @@ filo_status filo_cuda_memcpy_async(int index, void *dst, const void *src, size_t
                                    void *stream);
 filo_status filo_cuda_memset_async(int index, void *dst, int byte, size_t bytes, void *stream);
 /* Library handles, created on first use per device. */
+/* Stream capture (relaxed mode: the capturing thread may still allocate), instantiation of the
+ * captured graph into *exec, replay on a stream, and destruction. */
+filo_status filo_cuda_capture_begin(int index, void *stream);
+filo_status filo_cuda_capture_end(int index, void *stream, void **exec);
+filo_status filo_cuda_graph_launch(int index, void *exec, void *stream);
+void filo_cuda_graph_destroy(int index, void *exec);
 filo_status filo_cuda_blaslt_handle(int index, void **out);
 filo_status filo_cuda_dnn_handle(int index, void *stream, void **out);
 /* FILO_ERR_CUDA with the failed call's name and the runtime's message, after a kernel launch. */

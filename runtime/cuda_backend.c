@@ -225,6 +225,42 @@ filo_status filo_cuda_event_record(int index, void *event, void *stream)
     return FILO_OK;
 }
 
+filo_status filo_cuda_capture_begin(int index, void *stream)
+{
+    CUDA_ON(index);
+    CUDA_TRY(cudaStreamBeginCapture((cudaStream_t)stream, cudaStreamCaptureModeRelaxed));
+    return FILO_OK;
+}
+
+filo_status filo_cuda_capture_end(int index, void *stream, void **exec)
+{
+    CUDA_ON(index);
+    cudaGraph_t graph = NULL;
+    *exec = NULL;
+    CUDA_TRY(cudaStreamEndCapture((cudaStream_t)stream, &graph));
+    cudaGraphExec_t e = NULL;
+    cudaError_t err = cudaGraphInstantiate(&e, graph, 0);
+    cudaGraphDestroy(graph);
+    if (err != cudaSuccess)
+        return FILO_FAIL(FILO_ERR_CUDA, "cudaGraphInstantiate failed: %s", cudaGetErrorString(err));
+    *exec = e;
+    return FILO_OK;
+}
+
+filo_status filo_cuda_graph_launch(int index, void *exec, void *stream)
+{
+    CUDA_ON(index);
+    CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)exec, (cudaStream_t)stream));
+    return FILO_OK;
+}
+
+void filo_cuda_graph_destroy(int index, void *exec)
+{
+    if (!exec || cudaSetDevice(index) != cudaSuccess)
+        return;
+    cudaGraphExecDestroy((cudaGraphExec_t)exec);
+}
+
 filo_status filo_cuda_event_synchronize(int index, void *event)
 {
     CUDA_ON(index);

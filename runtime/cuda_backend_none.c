@@ -27,6 +27,10 @@ filo_status filo_cuda_stream_wait_event(int index, void *stream, void *event) { 
 filo_status filo_cuda_event_create(int index, void **native) { (void)index; (void)native; return no_cuda(__func__); }
 void filo_cuda_event_destroy(int index, void *native) { (void)index; (void)native; }
 filo_status filo_cuda_event_record(int index, void *event, void *stream) { (void)index; (void)event; (void)stream; return no_cuda(__func__); }
+filo_status filo_cuda_capture_begin(int index, void *stream) { (void)index; (void)stream; return no_cuda(__func__); }
+filo_status filo_cuda_capture_end(int index, void *stream, void **exec) { (void)index; (void)stream; (void)exec; return no_cuda(__func__); }
+filo_status filo_cuda_graph_launch(int index, void *exec, void *stream) { (void)index; (void)exec; (void)stream; return no_cuda(__func__); }
+void filo_cuda_graph_destroy(int index, void *exec) { (void)index; (void)exec; }
 filo_status filo_cuda_event_synchronize(int index, void *event) { (void)index; (void)event; return no_cuda(__func__); }
 filo_status filo_cuda_event_query(int index, void *event, int *done) { (void)index; (void)event; (void)done; return no_cuda(__func__); }
 filo_status filo_cuda_event_elapsed(int index, void *start, void *end, float *ms) { (void)index; (void)start; (void)end; (void)ms; return no_cuda(__func__); }

@@ -154,6 +154,12 @@ filo_status filo_device_malloc(filo_device device, size_t bytes, filo_stream *st
 {
     filo_device_ctx *ctx;
     FILO_TRY(filo_device_ctx_get(device, &ctx));
+    if (__atomic_load_n(&ctx->pools, __ATOMIC_ACQUIRE)) {
+        int handled = 0;
+        FILO_TRY(filo_capture_route_malloc(ctx, bytes, ptr, &handled));
+        if (handled)
+            return FILO_OK;
+    }
     if (!stream)
         FILO_TRY(filo_stream_current(device, &stream));
     return filo_caching_alloc_malloc(ctx->alloc, bytes, stream->native, ptr);
@@ -163,6 +169,12 @@ filo_status filo_device_free(filo_device device, void *ptr)
 {
     filo_device_ctx *ctx;
     FILO_TRY(filo_device_ctx_get(device, &ctx));
+    if (ptr && __atomic_load_n(&ctx->pools, __ATOMIC_ACQUIRE)) {
+        int handled = 0;
+        FILO_TRY(filo_capture_route_free(ctx, ptr, &handled));
+        if (handled)
+            return FILO_OK;
+    }
     return filo_caching_alloc_free(ctx->alloc, ptr);
 }
 
@@ -170,6 +182,9 @@ filo_status filo_device_record_stream(filo_device device, void *ptr, filo_stream
 {
     filo_device_ctx *ctx;
     FILO_TRY(filo_device_ctx_get(device, &ctx));
+    /* A captured graph's pool has one stream order: nothing to record. */
+    if (__atomic_load_n(&ctx->pools, __ATOMIC_ACQUIRE) && filo_capture_pool_owns(ctx, ptr))
+        return FILO_OK;
     return filo_caching_alloc_record_stream(ctx->alloc, ptr, stream->native);
 }
 

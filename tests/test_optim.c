@@ -414,6 +414,58 @@ Test(optim, found_inf_skips_step_bitwise)
     }
 }
 
+/* A device step counter gives the same updates as the host's t, skips its increment with the
+ * step when found_inf is set, and counts the steps taken. */
+Test(optim, device_step_count)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    int64_t n = 333;
+    double pv[333], gv[333];
+    filo_test_fill_random(pv, n, 11, -1, 1);
+    filo_test_fill_random(gv, n, 12, -1, 1);
+    for (int b = 0; b < nb; b++) {
+        filo_device d = devs[b];
+        double *result[2];
+        for (int on_device = 0; on_device < 2; on_device++) {
+            filo_tensor *p = filo_test_upload(d, FILO_F32, 1, &n, pv), *g = filo_test_upload(d, FILO_F32, 1, &n, gv);
+            filo_tensor *m, *v, *count, *skip, *go;
+            FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 1, &n, &m));
+            FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 1, &n, &v));
+            FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 0, NULL, &count));
+            FILO_CHECK(filo_tensor_full(d, FILO_F32, 0, NULL, 1.0, &skip));
+            FILO_CHECK(filo_tensor_zeros(d, FILO_F32, 0, NULL, &go));
+            int64_t t = 0;
+            for (int step = 0; step < 5; step++) {
+                int skipped = step == 2;
+                filo_adam_options o = filo_adam_defaults(1);
+                o.lr = 0.05;
+                o.found_inf = skipped ? skip : go;
+                if (on_device)
+                    o.step_count = count;
+                else
+                    o.step = t + 1;
+                FILO_CHECK(filo_adam_step(1, &p, (const filo_tensor *const *)&g, &m, &v, NULL, &o));
+                if (!skipped)
+                    t++;
+            }
+            if (on_device)
+                cr_assert_eq(scalar_of(count), 4.0, "%s: the counter holds %g after 4 steps and a skip",
+                             filo_test_backend_name(d), scalar_of(count));
+            result[on_device] = filo_test_download(p);
+            filo_tensor *all[7] = {p, g, m, v, count, skip, go};
+            for (int i = 0; i < 7; i++)
+                filo_tensor_free(all[i]);
+        }
+        for (int64_t i = 0; i < n; i++)
+            cr_assert(fabs(result[0][i] - result[1][i]) <= 1e-7 * fabs(result[0][i]),
+                      "%s: param %lld: host t %.9g, device t %.9g", filo_test_backend_name(d), (long long)i,
+                      result[0][i], result[1][i]);
+        free(result[0]);
+        free(result[1]);
+    }
+}
+
 /* ---- global grad norm ---- */
 
 static const int64_t norm_sizes[] = {1, 7, 33, 129, 1000, 70001};

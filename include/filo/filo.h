@@ -23,6 +23,7 @@
 #include "filo/matmul.h"
 #include "filo/autograd.h"
 #include "filo/ag.h"
+#include "filo/capture.h"
 
 #define FILO_VERSION_MAJOR 0
 #define FILO_VERSION_MINOR 1

@@ -28,6 +28,11 @@
  *     the step writes nothing: params, exp_avg, exp_avg_sq and the copies are left bitwise
  *     unchanged. The step count t is the caller's: PyTorch's GradScaler does not count a skipped
  *     step, so a caller that reads the flag later should not advance t for it.
+ *   step_count: NULL, or a 0-dim f32 tensor holding the steps taken so far. The step adds 1 to it
+ *     on the device (not when found_inf is set) and uses the result as t instead of `step`, with
+ *     the bias corrections computed on the device in double. Nothing about the step count is
+ *     then baked in on the host, so a captured training step (filo/capture.h) replays correctly
+ *     (PyTorch's capturable=True). f32 counts exactly up to 2^24 steps.
  *
  * dtypes: params, exp_avg and exp_avg_sq are f32; grads are f32, bf16 or f16 (one dtype for the
  * whole call); copies are bf16 or f16 (one dtype for the call). Shapes of grad, exp_avg,
@@ -55,6 +60,7 @@ typedef struct filo_adam_options {
     int64_t step;        /* t >= 1: the count of this step, bias correction uses it */
     const filo_tensor *grad_scale; /* NULL or 0-dim f32 */
     const filo_tensor *found_inf;  /* NULL or 0-dim f32/u8 */
+    filo_tensor *step_count;       /* NULL or 0-dim f32, see below */
 } filo_adam_options;
 
 /* PyTorch's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8; weight_decay 0 (Adam) or 1e-2

@@ -57,7 +57,12 @@ filo_status filo_cpu_adam_step(const filo_adam_desc *d)
         if (flag != 0.0)
             return FILO_OK;
     }
-    adam_job job = {d, NULL, d->grad_scale ? *d->grad_scale : 1.0f};
+    filo_adam_desc at = *d;
+    if (d->step_count) {
+        *d->step_count += 1.0f;
+        filo_adam_scalars_at_step(&at.s, (double)*d->step_count);
+    }
+    adam_job job = {&at, NULL, d->grad_scale ? *d->grad_scale : 1.0f};
     for (int k = 0; k < d->n; k++) {
         job.t = &d->tensors[k];
         filo_parallel_for(job.t->numel, GRAIN_ELEMENTS, adam_range, &job);

@@ -105,13 +105,16 @@ filo_status multi_tensor_apply(int n, const int64_t *numel, Fill fill, Launch la
 
 template <class G, class C>
 __global__ void __launch_bounds__(threads)
-adam_kernel(adam_table tab, filo_adam_scalars s, const float *grad_scale, const void *found_inf, int found_inf_u8)
+adam_kernel(adam_table tab, filo_adam_scalars s, const float *grad_scale, const void *found_inf, int found_inf_u8,
+            const float *step_count)
 {
     if (found_inf) {
         float flag = found_inf_u8 ? (float)*(const unsigned char *)found_inf : *(const float *)found_inf;
         if (flag != 0.0f)
             return;
     }
+    if (step_count)
+        filo_adam_scalars_at_step(&s, (double)*step_count);
     int t = tab.tensor[blockIdx.x];
     int64_t start = (int64_t)tab.chunk[blockIdx.x] * FILO_OPTIM_CHUNK;
     int64_t left = tab.numel[t] - start;
@@ -215,6 +218,17 @@ norm_final_kernel(const float *partial, int64_t count, float *norm, float *nonfi
     }
 }
 
+/* The device step counter of a step: +1 unless found_inf is set; it runs before the update. */
+__global__ void adam_count_kernel(float *step_count, const void *found_inf, int found_inf_u8)
+{
+    if (found_inf) {
+        float flag = found_inf_u8 ? (float)*(const unsigned char *)found_inf : *(const float *)found_inf;
+        if (flag != 0.0f)
+            return;
+    }
+    *step_count += 1.0f;
+}
+
 __global__ void clip_coef_kernel(const float *norm, float max_norm, float *coef)
 {
     *coef = filo_clip_coef_value(*norm, max_norm);
@@ -262,6 +276,14 @@ extern "C" filo_status filo_cuda_adam_step(const filo_adam_desc *d, void *stream
     for (int i = 0; i < d->n; i++)
         numel[i] = d->tensors[i].numel;
     int u8 = d->found_inf_dtype == FILO_U8;
+    if (d->step_count) {
+        FILO_LAUNCH(adam_count_kernel, 1, 1, 0, s)(d->step_count, d->found_inf, u8);
+        filo_status c = filo_cuda_check_launch("filo_cuda_adam_step");
+        if (c != FILO_OK) {
+            free(numel);
+            return c;
+        }
+    }
     filo_status st = dispatch_grad(d->grad_dtype, __func__, [&](auto gt) {
         using G = typename decltype(gt)::type;
         return dispatch_copy(d->has_copy, d->copy_dtype, [&](auto ct) {
@@ -277,7 +299,7 @@ extern "C" filo_status filo_cuda_adam_step(const filo_adam_desc *d, void *stream
             };
             auto launch = [&](const adam_table &tab, int blocks, int64_t) {
                 FILO_LAUNCH((adam_kernel<G, C>), (unsigned)blocks, threads, 0, s)
-                (tab, d->s, d->grad_scale, d->found_inf, u8);
+                (tab, d->s, d->grad_scale, d->found_inf, u8, d->step_count);
                 return filo_cuda_check_launch("filo_cuda_adam_step");
             };
             return multi_tensor_apply<adam_table>(d->n, numel, fill, launch);

@@ -22,6 +22,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -210,9 +211,40 @@ void report(filo_emu_fault fault, cudaError_t err, bool async, const std::string
         fprintf(stderr, "filo-emu: %s: %s\n", cudaGetErrorName(err), msg.c_str());
 }
 
-/* A synchronizing call: count it and hand out a pending kernel fault. */
+/* Stream capture: the graph being recorded for each capturing stream. Work enqueued on such a
+ * stream is appended as a closure over the replay stream instead of running. */
+struct Capture {
+    std::vector<std::function<void(cudaStream_t)>> items;
+    bool invalidated = false;
+};
+std::mutex &g_capture_mu = *new std::mutex;
+std::map<cudaStream_t, Capture *> &g_captures = *new std::map<cudaStream_t, Capture *>;
+
+/* Appends to the stream's capture; false when the stream is not capturing. */
+bool capture_record(cudaStream_t s, std::function<void(cudaStream_t)> item)
+{
+    std::lock_guard<std::mutex> lock(g_capture_mu);
+    auto it = g_captures.find(s);
+    if (it == g_captures.end())
+        return false;
+    it->second->items.push_back(std::move(item));
+    return true;
+}
+
+/* A synchronizing call: count it and hand out a pending kernel fault. During a capture it is an
+ * error, as on a GPU, and the capture is invalidated. */
 cudaError_t sync_point()
 {
+    {
+        std::lock_guard<std::mutex> lock(g_capture_mu);
+        if (!g_captures.empty()) {
+            for (auto &c : g_captures)
+                c.second->invalidated = true;
+            report(FILO_EMU_FAULT_NONE, cudaErrorStreamCaptureUnsupported, false,
+                   "a host synchronization while a stream is being captured (the capture is invalidated)");
+            return cudaErrorStreamCaptureUnsupported;
+        }
+    }
     g_host_syncs.fetch_add(1, std::memory_order_relaxed);
     int e = g_pending_error.exchange(cudaSuccess);
     return ret((cudaError_t)e);
@@ -1299,6 +1331,21 @@ void launch(const char *name, const void *fn_id, dim3 grid, dim3 block, size_t s
         report(j.fault, j.err, true, j.msg);
 }
 
+bool capturing(cudaStream_t stream)
+{
+    std::lock_guard<std::mutex> lock(g_capture_mu);
+    return g_captures.count(stream) != 0;
+}
+
+void capture_launch(const char *name, const void *fn_id, dim3 grid, dim3 block, size_t smem,
+                    cudaStream_t stream, InvokeFn invoke, std::shared_ptr<void> ctx, const char *file,
+                    int line)
+{
+    capture_record(stream, [=](cudaStream_t replay) {
+        launch(name, fn_id, grid, block, smem, replay, invoke, ctx.get(), file, line);
+    });
+}
+
 int block_barrier(int kind, int pred, const char *file, int line)
 {
     Fiber *f = cur_fiber();
@@ -1801,6 +1848,8 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t s)
 {
     EMU_CHECK_STREAM(s);
+    if (capture_record(s, [=](cudaStream_t) { do_copy(dst, src, n, kind, true); }))
+        return cudaSuccess;
     return do_copy(dst, src, n, kind, true);
 }
 
@@ -1882,6 +1931,8 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
 {
     EMU_CHECK_STREAM(s);
+    if (capture_record(s, [=](cudaStream_t) { do_memset(p, v, n); }))
+        return cudaSuccess;
     return ret(do_memset(p, v, n));
 }
 
@@ -1958,7 +2009,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *
     EMU_CHECK_STREAM(s);
     if (!status)
         return ret(cudaErrorInvalidValue);
-    *status = cudaStreamCaptureStatusNone;
+    *status = filo_emu::capturing(s) ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
     return cudaSuccess;
 }
 
@@ -1967,7 +2018,100 @@ cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void *data)
     EMU_CHECK_STREAM(s);
     if (!fn)
         return ret(cudaErrorInvalidValue);
+    if (capture_record(s, [=](cudaStream_t) { fn(data); }))
+        return cudaSuccess;
     fn(data);
+    return cudaSuccess;
+}
+
+/* ---- stream capture and graphs: a graph is the recorded sequence, replayed in order ---- */
+struct CUgraph_st {
+    std::vector<std::function<void(cudaStream_t)>> items;
+};
+struct CUgraphExec_st {
+    std::vector<std::function<void(cudaStream_t)>> items;
+};
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode)
+{
+    EMU_CHECK_STREAM(s);
+    if (s == nullptr || s == cudaStreamLegacy)
+        return ret(cudaErrorStreamCaptureUnsupported);
+    std::lock_guard<std::mutex> lock(g_capture_mu);
+    if (g_captures.count(s))
+        return ret(cudaErrorIllegalState);
+    g_captures[s] = new Capture;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph)
+{
+    EMU_CHECK_STREAM(s);
+    if (!graph)
+        return ret(cudaErrorInvalidValue);
+    Capture *c;
+    {
+        std::lock_guard<std::mutex> lock(g_capture_mu);
+        auto it = g_captures.find(s);
+        if (it == g_captures.end())
+            return ret(cudaErrorIllegalState);
+        c = it->second;
+        g_captures.erase(it);
+    }
+    *graph = nullptr;
+    if (c->invalidated) {
+        delete c;
+        return ret(cudaErrorStreamCaptureInvalidated);
+    }
+    *graph = new CUgraph_st{std::move(c->items)};
+    delete c;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long)
+{
+    if (!exec || !graph)
+        return ret(cudaErrorInvalidValue);
+    *exec = new CUgraphExec_st{graph->items};
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s)
+{
+    EMU_CHECK_STREAM(s);
+    if (!exec)
+        return ret(cudaErrorInvalidValue);
+    if (filo_emu::capturing(s))
+        return ret(cudaErrorStreamCaptureUnsupported);
+    for (auto &item : exec->items)
+        item(s);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
+{
+    delete exec;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph)
+{
+    delete graph;
+    return cudaSuccess;
+}
+
+int filo_emu_host_task(void *stream, void (*fn)(void *arg), const void *arg, size_t size)
+{
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (!stream_ok(s))
+        return ret(cudaErrorInvalidResourceHandle);
+    if (filo_emu::capturing(s)) {
+        std::shared_ptr<std::vector<unsigned char>> copy = std::make_shared<std::vector<unsigned char>>(
+            static_cast<const unsigned char *>(arg), static_cast<const unsigned char *>(arg) + size);
+        capture_record(s, [=](cudaStream_t) { fn(copy->data()); });
+        return cudaSuccess;
+    }
+    fn(const_cast<void *>(arg));
     return cudaSuccess;
 }
 

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -105,6 +106,12 @@ void yield_thread();
 using InvokeFn = void (*)(void *ctx);
 void launch(const char *name, const void *fn_id, dim3 grid, dim3 block, size_t smem,
             cudaStream_t stream, InvokeFn invoke, void *ctx, const char *file, int line);
+/* Stream capture: whether work enqueued on stream is being recorded into a graph, and the
+ * recording of a launch, which keeps its own copy of the arguments for every replay. */
+bool capturing(cudaStream_t stream);
+void capture_launch(const char *name, const void *fn_id, dim3 grid, dim3 block, size_t smem,
+                    cudaStream_t stream, InvokeFn invoke, std::shared_ptr<void> ctx, const char *file,
+                    int line);
 
 template <class... P>
 struct Launcher {
@@ -126,13 +133,19 @@ struct Launcher {
             Args args;
         };
         /* Arguments are copied once at launch, as CUDA does, then passed by value to each thread. */
+        InvokeFn invoke = [](void *p) {
+            Ctx *c = static_cast<Ctx *>(p);
+            std::apply(c->fn, c->args);
+        };
+        if (capturing(stream)) {
+            std::shared_ptr<void> held = std::make_shared<Ctx>(Ctx{fn, Args(std::forward<A>(args)...)});
+            capture_launch(name, reinterpret_cast<const void *>(fn), grid, block, smem, stream, invoke,
+                           held, file, line);
+            return;
+        }
         Ctx ctx{fn, Args(std::forward<A>(args)...)};
-        launch(name, reinterpret_cast<const void *>(fn), grid, block, smem, stream,
-               [](void *p) {
-                   Ctx *c = static_cast<Ctx *>(p);
-                   std::apply(c->fn, c->args);
-               },
-               &ctx, file, line);
+        launch(name, reinterpret_cast<const void *>(fn), grid, block, smem, stream, invoke, &ctx, file,
+               line);
     }
 };
 

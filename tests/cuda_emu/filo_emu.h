@@ -47,6 +47,11 @@ unsigned long long filo_emu_host_sync_count(void);
  * cudaHostAlloc, and cudaMemcpyAsync to or from pageable (not cudaMallocHost'd) host memory. */
 unsigned long long filo_emu_implicit_sync_count(void);
 
+/* Host work in stream order (what the emulated cuBLASLt and cuDNN calls run): fn(arg) at once,
+ * or, while the stream is being captured, at every replay of the graph, on the graph's own copy
+ * of the `size` bytes at arg. Returns 0 or a cudaError_t. */
+int filo_emu_host_task(void *stream, void (*fn)(void *arg), const void *arg, size_t size);
+
 /* Kernel launches so far (successful or not). */
 unsigned long long filo_emu_launch_count(void);
 
