@@ -36,13 +36,18 @@ static gradcheck_case conv_case(const conv_args *a)
 
 static const conv_args conv_cases[] = {
     {"conv defaults", {2, 3, 5, 5}, {4, 3, 3, 3}, {0}, 1, 1},
-    {"conv stride 2 pad 1", {2, 3, 5, 5}, {4, 3, 3, 3}, {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}, 0, 0},
-    {"conv stride 2 pad 1 bias", {2, 3, 5, 5}, {4, 3, 3, 3}, {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}, 0, 1},
-    {"conv dilation 2 pad 2", {2, 3, 5, 5}, {2, 3, 3, 3}, {.pad_h = 2, .pad_w = 2, .dilation_h = 2, .dilation_w = 2}, 0, 1},
+    {"conv stride 2 pad 1", {2, 3, 5, 5}, {4, 3, 3, 3},
+     {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}, 0, 0},
+    {"conv stride 2 pad 1 bias", {2, 3, 5, 5}, {4, 3, 3, 3},
+     {.stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}, 0, 1},
+    {"conv dilation 2 pad 2", {2, 3, 5, 5}, {2, 3, 3, 3},
+     {.pad_h = 2, .pad_w = 2, .dilation_h = 2, .dilation_w = 2}, 0, 1},
     {"conv groups 2", {2, 4, 5, 5}, {6, 2, 3, 3}, {.pad_h = 1, .pad_w = 1, .groups = 2}, 0, 1},
-    {"conv groups 2 no bias", {2, 4, 5, 5}, {4, 2, 3, 3}, {.stride_h = 2, .stride_w = 1, .pad_w = 1, .groups = 2}, 0, 0},
+    {"conv groups 2 no bias", {2, 4, 5, 5}, {4, 2, 3, 3},
+     {.stride_h = 2, .stride_w = 1, .pad_w = 1, .groups = 2}, 0, 0},
     {"conv depthwise", {2, 3, 5, 5}, {3, 1, 3, 3}, {.pad_h = 1, .pad_w = 1, .groups = 3}, 0, 1},
-    {"conv 2x3 filter asymmetric", {2, 3, 5, 6}, {2, 3, 2, 3}, {.stride_h = 1, .stride_w = 2, .pad_w = 1, .dilation_h = 2}, 0, 1},
+    {"conv 2x3 filter asymmetric", {2, 3, 5, 6}, {2, 3, 2, 3},
+     {.stride_h = 1, .stride_w = 2, .pad_w = 1, .dilation_h = 2}, 0, 1},
 };
 #define N_CONV ((int)(sizeof conv_cases / sizeof *conv_cases))
 
@@ -111,13 +116,16 @@ static gradcheck_case pool_case(const pool_args *a, int max)
 
 static const pool_args max_cases[] = {
     {"maxpool 2x2", {2, 3, 5, 5}, {.kernel_h = 2, .kernel_w = 2}},
-    {"maxpool 3x3 stride 2 pad 1", {2, 3, 5, 5}, {.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}},
+    {"maxpool 3x3 stride 2 pad 1", {2, 3, 5, 5},
+     {.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1}},
     {"maxpool 2x2 ceil_mode", {2, 3, 5, 5}, {.kernel_h = 2, .kernel_w = 2, .ceil_mode = 1}},
     {"maxpool 3x3 stride 2 pad 1 ceil_mode", {1, 2, 6, 6},
      {.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1, .ceil_mode = 1}},
     {"maxpool 3x3 dilation 2 pad 1", {2, 3, 5, 5},
-     {.kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .dilation_h = 2, .dilation_w = 2}},
-    {"maxpool 2x3 stride 1x2 overlapping", {2, 3, 5, 5}, {.kernel_h = 2, .kernel_w = 3, .stride_h = 1, .stride_w = 2, .pad_w = 1}},
+     {.kernel_h = 3, .kernel_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1, .dilation_h = 2,
+      .dilation_w = 2}},
+    {"maxpool 2x3 stride 1x2 overlapping", {2, 3, 5, 5},
+     {.kernel_h = 2, .kernel_w = 3, .stride_h = 1, .stride_w = 2, .pad_w = 1}},
 };
 #define N_MAX ((int)(sizeof max_cases / sizeof *max_cases))
 
@@ -134,7 +142,8 @@ static const pool_args avg_cases[] = {
       .count_include_pad = 1}},
     {"avgpool 3x3 stride 2 pad 1 ceil_mode", {1, 2, 6, 6},
      {.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1, .ceil_mode = 1}},
-    {"avgpool 3x2 stride 1x2 overlapping", {2, 3, 5, 5}, {.kernel_h = 3, .kernel_w = 2, .stride_h = 1, .stride_w = 2, .pad_h = 1}},
+    {"avgpool 3x2 stride 1x2 overlapping", {2, 3, 5, 5},
+     {.kernel_h = 3, .kernel_w = 2, .stride_h = 1, .stride_w = 2, .pad_h = 1}},
 };
 #define N_AVG ((int)(sizeof avg_cases / sizeof *avg_cases))
 
