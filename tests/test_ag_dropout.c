@@ -220,7 +220,9 @@ typedef struct mixed_run {
 } mixed_run;
 
 /* Runs c->fn on `dev` with input i in dtypes[i]; backward from r (in the output's dtype);
- * checks each gradient has its input's dtype and returns the gradients as doubles. */
+ * returns the gradients as doubles. A leaf's gradient always has the leaf's dtype (the engine
+ * casts into it), so a dbias of the wrong dtype shows only as lost precision: the f32 tolerance
+ * of mixed_parity catches a bf16 dbias. */
 static mixed_run mixed_gradients(const gradcheck_case *c, filo_device dev, const filo_dtype *dtypes,
                                  double *const *values, const double *r)
 {
@@ -239,8 +241,6 @@ static mixed_run mixed_gradients(const gradcheck_case *c, filo_device dev, const
     for (int i = 0; i < c->n_inputs; i++) {
         const filo_tensor *g = filo_var_grad(vars[i]);
         cr_assert(g, "%s: input %d got no gradient", c->name, i);
-        cr_assert_eq(g->dtype, dtypes[i], "%s: gradient %d is %s, its input %s", c->name, i,
-                     filo_dtype_name(g->dtype), filo_dtype_name(dtypes[i]));
         m.grads[i] = filo_test_download(g);
         filo_var_free(vars[i]);
     }
