@@ -203,8 +203,8 @@ filo_status filo_var_run_hooks(filo_var *leaf)
 filo_status filo_var_accumulate_grad(filo_var *leaf, const filo_tensor *g)
 {
     filo_tensor *value = leaf->value;
-    if (g->ndim != value->ndim || memcmp(g->shape, value->shape, sizeof(int64_t) * g->ndim) ||
-        !filo_device_equal(g->device, value->device)) {
+    if (g->dtype != value->dtype || g->ndim != value->ndim ||
+        memcmp(g->shape, value->shape, sizeof(int64_t) * g->ndim) || !filo_device_equal(g->device, value->device)) {
         char a[96], b[96];
         return FILO_FAIL(FILO_ERR_INTERNAL, "gradient %s does not fit the leaf %s",
                          filo_tensor_describe(g, a, sizeof a), filo_tensor_describe(value, b, sizeof b));
