@@ -14,7 +14,9 @@ typedef struct mm_args {
 
 static const char *ep_name(filo_matmul_epilogue ep)
 {
-    return ep == FILO_MATMUL_EPILOGUE_NONE ? "matmul" : ep == FILO_MATMUL_EPILOGUE_BIAS ? "matmul+bias" : "matmul+bias+gelu";
+    if (ep == FILO_MATMUL_EPILOGUE_NONE)
+        return "matmul";
+    return ep == FILO_MATMUL_EPILOGUE_BIAS ? "matmul+bias" : "matmul+bias+gelu";
 }
 
 static filo_status run_mm(void *ctx, filo_var *const *in, filo_var **out)
