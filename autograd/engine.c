@@ -272,7 +272,8 @@ static filo_status run_node(run_state *st, int idx, int retain_graph)
                          "first backward to run another one",
                          n->name);
 
-    filo_device device = n->outputs[0].device;
+    /* The forward's stream, whose device may differ from the outputs' (a copy between devices). */
+    filo_device device = n->stream ? filo_stream_device(n->stream) : n->outputs[0].device;
     filo_stream *prev = current_stream_of(device);
     if (n->stream)
         FILO_TRY(filo_stream_set_current(device, n->stream));

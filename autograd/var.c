@@ -319,6 +319,10 @@ filo_status filo_node_finish(filo_node *n, filo_status status, int n_outputs, fi
         if (status != FILO_OK)
             break;
         if (n) {
+            /* An op whose inputs are all on the CPU but whose output is on CUDA (a copy to the
+             * device) runs on that device's current stream. */
+            if (!n->stream && value->device.type == FILO_DEVICE_CUDA)
+                status = filo_stream_current(value->device, &n->stream);
             filo_output_meta *m = &n->outputs[made];
             m->dtype = value->dtype;
             m->device = value->device;

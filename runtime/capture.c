@@ -172,11 +172,17 @@ static filo_status capture_cuda(filo_captured_step *c, filo_step_fn step, void *
     s = filo_cuda_capture_begin(c->device.index, stream->native);
     if (s == FILO_OK) {
         filo_status ran = step(user);
-        s = filo_cuda_capture_end(c->device.index, stream->native, &c->exec);
-        if (ran != FILO_OK) {
-            filo_cuda_graph_destroy(c->device.index, c->exec);
+        if (ran == FILO_OK) {
+            s = filo_cuda_capture_end(c->device.index, stream->native, &c->exec);
+        } else {
+            /* The step's own error says what went wrong; ending the broken capture adds nothing. */
+            char why[1024];
+            snprintf(why, sizeof why, "%s", filo_last_error());
+            if (filo_cuda_capture_end(c->device.index, stream->native, &c->exec) == FILO_OK)
+                filo_cuda_graph_destroy(c->device.index, c->exec);
             c->exec = NULL;
-            s = filo_error_wrap(ran, "the captured step");
+            s = FILO_FAIL(ran, "the step failed while being captured (a host read or synchronization inside "
+                          "a captured step is not allowed): %s", why);
         }
     }
     pthread_mutex_lock(&pools_lock);

@@ -237,7 +237,12 @@ filo_status filo_cuda_capture_end(int index, void *stream, void **exec)
     CUDA_ON(index);
     cudaGraph_t graph = NULL;
     *exec = NULL;
-    CUDA_TRY(cudaStreamEndCapture((cudaStream_t)stream, &graph));
+    cudaError_t end = cudaStreamEndCapture((cudaStream_t)stream, &graph);
+    if (end != cudaSuccess) {
+        /* A failed capture is not a fault of the next launch: clear the error it left behind. */
+        (void)cudaGetLastError();
+        return cuda_fail(end, "cudaStreamEndCapture", __func__);
+    }
     cudaGraphExec_t e = NULL;
     cudaError_t err = cudaGraphInstantiate(&e, graph, 0);
     cudaGraphDestroy(graph);
