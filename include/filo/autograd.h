@@ -97,7 +97,9 @@ void filo_var_clear_hooks(filo_var *leaf);
  *   gen: NULL, or the generator fn draws from (dropout): its state is saved before the forward
  *   and restored for the recompute, so the recompute draws the same masks; after the backward
  *   the generator is where the forward left it.
- * Gradients of the parameters fn closes over reach their leaves through the recomputed graph. */
+ * Gradients of the parameters fn closes over reach their leaves through the recomputed graph,
+ * in a nested backward: their hooks fire when that nested backward is done with them, so a
+ * parameter used both inside and outside fn has its hooks called once for each. */
 typedef filo_status (*filo_checkpoint_fn)(void *user, filo_var *const *inputs, filo_var **outputs);
 filo_status filo_checkpoint(filo_checkpoint_fn fn, void *user, filo_generator *gen, int n_inputs,
                             filo_var *const *inputs, int n_outputs, filo_var **outputs);
