@@ -34,20 +34,29 @@ static filo_status index_select_backward(filo_node *n, filo_tensor *const *grad_
     return filo_index_add(grad_out[0], c->dim, filo_node_saved(n, 0), c->shape[c->dim], &grad_in[0]);
 }
 
-filo_status filo_ag_index_select(filo_var *x, int dim, const filo_tensor *index, filo_var **out)
+/* index_select and gather: the same forward (x, dim, index), another kernel and backward. */
+typedef filo_status (*index_kernel)(const filo_tensor *x, int dim, const filo_tensor *index, filo_tensor **out);
+
+static filo_status record_indexed(const char *name, index_kernel kernel, filo_backward_fn backward, filo_var *x,
+                                  int dim, const filo_tensor *index, filo_var **out)
 {
     if (!x || !index || !out)
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "x, index and out must not be NULL");
     const filo_tensor *xv = filo_var_value(x);
     filo_tensor *y;
-    FILO_TRY(filo_index_select(xv, dim, index, &y));
+    FILO_TRY(kernel(xv, dim, index, &y));
     filo_node *n;
-    filo_status s = filo_node_begin("index_select", index_select_backward, 1, &x, 1, sizeof(index_ctx), &n);
+    filo_status s = filo_node_begin(name, backward, 1, &x, 1, sizeof(index_ctx), &n);
     if (s == FILO_OK && n) {
         fill_index_ctx(n, xv, dim);
         s = filo_node_save(n, index);
     }
     return filo_node_finish(n, s, 1, &y, out);
+}
+
+filo_status filo_ag_index_select(filo_var *x, int dim, const filo_tensor *index, filo_var **out)
+{
+    return record_indexed("index_select", filo_index_select, index_select_backward, x, dim, index, out);
 }
 
 /* ---- gather ---- */
@@ -66,18 +75,7 @@ static filo_status gather_backward(filo_node *n, filo_tensor *const *grad_out, f
 
 filo_status filo_ag_gather(filo_var *x, int dim, const filo_tensor *index, filo_var **out)
 {
-    if (!x || !index || !out)
-        return FILO_FAIL(FILO_ERR_INVALID_ARG, "x, index and out must not be NULL");
-    const filo_tensor *xv = filo_var_value(x);
-    filo_tensor *y;
-    FILO_TRY(filo_gather(xv, dim, index, &y));
-    filo_node *n;
-    filo_status s = filo_node_begin("gather", gather_backward, 1, &x, 1, sizeof(index_ctx), &n);
-    if (s == FILO_OK && n) {
-        fill_index_ctx(n, xv, dim);
-        s = filo_node_save(n, index);
-    }
-    return filo_node_finish(n, s, 1, &y, out);
+    return record_indexed("gather", filo_gather, gather_backward, x, dim, index, out);
 }
 
 /* ---- scatter_add ---- */
