@@ -40,11 +40,6 @@ int filo_grad_set_enabled(int enabled)
     return prev;
 }
 
-static int is_float(filo_dtype t)
-{
-    return t == FILO_F32 || t == FILO_F64 || t == FILO_BF16 || t == FILO_F16;
-}
-
 /* A variable taking over `value`. */
 static filo_status var_wrap(filo_tensor *value, int requires_grad, filo_var **out)
 {
@@ -65,7 +60,7 @@ filo_status filo_var_new(const filo_tensor *value, int requires_grad, filo_var *
 {
     if (!value || !out)
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "value and out must not be NULL");
-    if (requires_grad && !is_float(value->dtype))
+    if (requires_grad && !filo_dtype_is_float(value->dtype))
         return FILO_FAIL(FILO_ERR_DTYPE, "only floating-point variables can require a gradient, not %s",
                          filo_dtype_name(value->dtype));
     filo_tensor *alias;
@@ -114,7 +109,7 @@ filo_status filo_var_set_requires_grad(filo_var *v, int requires_grad)
     if (v->grad_fn)
         return FILO_FAIL(FILO_ERR_STATE, "requires_grad of a non-leaf variable (made by '%s') follows its inputs",
                          v->grad_fn->name);
-    if (requires_grad && !is_float(v->value->dtype))
+    if (requires_grad && !filo_dtype_is_float(v->value->dtype))
         return FILO_FAIL(FILO_ERR_DTYPE, "only floating-point variables can require a gradient, not %s",
                          filo_dtype_name(v->value->dtype));
     v->requires_grad = requires_grad != 0;
@@ -211,15 +206,7 @@ filo_status filo_var_accumulate_grad(filo_var *leaf, const filo_tensor *g)
     }
     if (!leaf->grad) {
         /* The leaf owns a contiguous copy: the incoming tensor may be shared with other edges. */
-        filo_tensor *copy;
-        FILO_TRY(filo_tensor_empty(value->device, value->dtype, value->ndim, value->shape, &copy));
-        filo_status s = filo_tensor_copy(copy, g);
-        if (s != FILO_OK) {
-            filo_tensor_free(copy);
-            return s;
-        }
-        leaf->grad = copy;
-        return FILO_OK;
+        return filo_tensor_to(g, value->device, &leaf->grad);
     }
     /* Accumulate in place, so the gradient keeps its address (buckets and captured graphs hold it). */
     filo_tensor *sum;
