@@ -24,6 +24,13 @@
 #include "filo/autograd.h"
 #include "filo/ag.h"
 #include "filo/capture.h"
+#include "filo/params.h"
+#include "filo/nn.h"
+#include "filo/rnn.h"
+#include "filo/losses.h"
+#include "filo/optimizer.h"
+#include "filo/safetensors.h"
+#include "filo/train_checkpoint.h"
 
 #define FILO_VERSION_MAJOR 0
 #define FILO_VERSION_MINOR 1
