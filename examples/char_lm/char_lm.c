@@ -59,9 +59,9 @@ static void usage(FILE *f)
           "  --cell lstm|gru      recurrent cell (default lstm)\n"
           "  --steps N            training steps (default 500)\n"
           "  --batch N            parallel streams (default 32)\n"
-          "  --seq-len N          characters per step, the BPTT window (default 64)\n"
+          "  --seq-len N          characters per step, the BPTT window (default 32)\n"
           "  --embed N            character embedding size (default 32)\n"
-          "  --hidden N           recurrent state size (default 256)\n"
+          "  --hidden N           recurrent state size (default 192)\n"
           "  --layers N           stacked recurrent layers (default 1)\n"
           "  --lr X               peak learning rate (default 3e-3)\n"
           "  --weight-decay X     AdamW's decoupled weight decay (default 1e-2)\n"
@@ -84,9 +84,9 @@ static void parse_options(int argc, char **argv, options *o)
     o->cell = FILO_RNN_LSTM;
     o->steps = 500;
     o->batch = 32;
-    o->seq_len = 64;
+    o->seq_len = 32;
     o->embed = 32;
-    o->hidden = 256;
+    o->hidden = 192;
     o->layers = 1;
     o->lr = 3e-3;
     o->weight_decay = 1e-2;

@@ -3,13 +3,15 @@
  * of each digit).
  *
  * Model (LeNet-like, sized for a 2-core CPU):
- *   conv 5x5, 1 -> C1, pad 2 -> relu -> maxpool 2   [B, C1, 14, 14]
- *   conv 5x5, C1 -> C2, pad 2 -> relu -> maxpool 2  [B, C2, 7, 7]
+ *   conv 5x5, 1 -> C1, pad 2 -> maxpool 2 -> relu   [B, C1, 14, 14]
+ *   conv 5x5, C1 -> C2, pad 2 -> maxpool 2 -> relu  [B, C2, 7, 7]
  *   flatten -> linear C2*49 -> 128 -> relu -> dropout 0.25 -> linear 128 -> 10
  * Two convolutions are what a 28x28 digit needs (strokes, then parts of digits); the second
  * conv dominates the cost (C1 * C2 * 25 MACs per pixel at 14x14), so C1 = 16, C2 = 32 instead of
  * the textbook 32/64 trains 4x faster for a few tenths of a percent. With only 8,000 training
  * images, random +-2 px shifts and dropout are what keep the test accuracy above 98%.
+ * relu and max pooling commute (both monotone), so pooling first gives the same function with
+ * the relu (forward and backward) on a quarter of the elements.
  *
  * Training: AdamW (weight decay on weights only), linear warmup then cosine decay, mini-batches
  * in an order drawn from a seeded Philox generator; the test accuracy is measured after every
@@ -55,8 +57,8 @@ static void usage(FILE *f)
 {
     fputs("usage: mnist [options]\n"
           "  --device cpu|cuda:N   where to train (default cpu)\n"
-          "  --epochs N            passes over the training set (default 6)\n"
-          "  --batch N             mini-batch size (default 64)\n"
+          "  --epochs N            passes over the training set (default 10)\n"
+          "  --batch N             mini-batch size (default 32)\n"
           "  --lr X                peak learning rate (default 2e-3)\n"
           "  --weight-decay X      decoupled weight decay (default 1e-2)\n"
           "  --optimizer NAME      adamw (default) or sgd (momentum 0.9, nesterov)\n"
@@ -73,8 +75,8 @@ static void parse_options(int argc, char **argv, options *o, char *data_buf, siz
 {
     memset(o, 0, sizeof *o);
     o->device = filo_cpu();
-    o->epochs = 6;
-    o->batch = 64;
+    o->epochs = 10;
+    o->batch = 32;
     o->lr = 2e-3;
     o->weight_decay = 1e-2;
     o->optimizer = FILO_OPT_ADAMW;
@@ -153,15 +155,15 @@ static filo_var *cnn_forward(const cnn *m, const filo_nn_ctx *ctx, filo_var *x)
     filo_var *h = filo_var_retain(x), *y;
     EX_CHECK(filo_nn_conv2d_forward(&m->conv1, ctx, h, &y));
     h = advance(h, y);
-    EX_CHECK(filo_nn_activate(FILO_ACT_RELU, h, &y));
-    h = advance(h, y);
     EX_CHECK(filo_nn_maxpool2d_forward(&pool2, h, &y));
+    h = advance(h, y);
+    EX_CHECK(filo_nn_activate(FILO_ACT_RELU, h, &y));
     h = advance(h, y);
     EX_CHECK(filo_nn_conv2d_forward(&m->conv2, ctx, h, &y));
     h = advance(h, y);
-    EX_CHECK(filo_nn_activate(FILO_ACT_RELU, h, &y));
-    h = advance(h, y);
     EX_CHECK(filo_nn_maxpool2d_forward(&pool2, h, &y));
+    h = advance(h, y);
+    EX_CHECK(filo_nn_activate(FILO_ACT_RELU, h, &y));
     h = advance(h, y);
     EX_CHECK(filo_nn_flatten(h, 1, -1, &y));
     h = advance(h, y);
@@ -292,7 +294,7 @@ int main(int argc, char **argv)
         }
     }
 
-    printf("model: conv5x5(%d)-pool-conv5x5(%d)-pool-fc(%d)-dropout(%.2f)-fc(10), %lld parameters; "
+    printf("model: conv5x5(%d)-pool-relu-conv5x5(%d)-pool-relu-fc(%d)-dropout(%.2f)-fc(10), %lld parameters; "
            "%s lr %g wd %g, batch %lld, %d epochs (%lld steps), shift +-%d px, device %s\n",
            C1, C2, HIDDEN, DROPOUT, (long long)filo_params_numel(ps, 1), filo_optimizer_kind_name(o.optimizer),
            o.lr, o.weight_decay, (long long)o.batch, o.epochs, (long long)total_steps, o.shift, o.device_name);
