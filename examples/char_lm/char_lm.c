@@ -345,7 +345,7 @@ int main(int argc, char **argv)
     if (!xb || !yb)
         ex_die("out of host memory for batches");
     rnn_state state = {0};
-    int64_t pos = 0, offset = 0, passes = 0;
+    int64_t pos = 0, offset = 0;
     filo_nn_ctx ctx = filo_nn_ctx_make(1, NULL);
     ex_loss_log losses = {0};
     double t_start = ex_now(), t_log = t_start;
@@ -356,7 +356,6 @@ int main(int argc, char **argv)
             ex_random_u32(&offset_gen, &r, 1);
             offset = (int64_t)(r % (uint32_t)(stream_len - L)); /* stream_len - L >= 1 */
             pos = 0;
-            passes += step > 0;
             state_reset(&state);
         }
         for (int64_t b = 0; b < B; b++) {
@@ -400,8 +399,8 @@ int main(int argc, char **argv)
             t_log = ex_now();
         }
     }
-    printf("trained %lld steps (%lld passes over the streams) in %.1f s; unigram entropy %.3f bits/char\n",
-           (long long)o.steps, (long long)passes, ex_now() - t_start, t.unigram_bits);
+    printf("trained %lld steps (%.1f epochs of the training text) in %.1f s; unigram entropy %.3f bits/char\n",
+           (long long)o.steps, (double)(o.steps * B * L) / (double)n_train, ex_now() - t_start, t.unigram_bits);
     if (o.sample_len > 0) {
         printf("--- sample (temperature %g, seed %llu) ---\n", o.temperature, (unsigned long long)o.seed);
         sample(&o, &m, &t, o.sample_len, &sample_gen);
