@@ -69,7 +69,8 @@ static void usage(FILE *f)
           "  --val-fraction X     held-out tail of the text, 0 to disable (default 0.1)\n"
           "  --seed N             initialization, offsets and sampling (default 1)\n"
           "  --log-every N        report the mean loss every N steps (default 50)\n"
-          "  --sample-every N     print a short sample every N steps, 0: only at the end (default 250)\n"
+          "  --sample-every N     print a short sample (<= 120 chars) every N steps, 0: only at the end\n"
+          "                       (default 250)\n"
           "  --sample-len N       characters in the final sample (default 400)\n"
           "  --temperature X      sampling temperature, 0 = greedy (default 0.8)\n"
           "  --prime TEXT         what samples start from (default \"The \")\n",
@@ -394,7 +395,7 @@ int main(int argc, char **argv)
         }
         if (o.sample_every && done % o.sample_every == 0 && done < o.steps) {
             printf("--- sample at step %lld (temperature %g) ---\n", (long long)done, o.temperature);
-            sample(&o, &m, &t, 120, &sample_gen);
+            sample(&o, &m, &t, o.sample_len < 120 ? o.sample_len : 120, &sample_gen);
             printf("---\n");
             t_log = ex_now();
         }

@@ -1,10 +1,11 @@
 #!/bin/sh
 # Smoke test of the character language model on a few hundred bytes: a few LSTM and GRU steps
 # with reports, a mid-training sample and a final one, and the errors for bad inputs.
-# Usage: char_lm-smoke.sh PATH/TO/char_lm WORKDIR
+# Usage: char_lm-smoke.sh PATH/TO/char_lm WORKDIR [DEVICE]   (DEVICE: cpu by default, or cuda:0)
 set -eu
 prog="$1"
 work="$2"
+device="${3:-cpu}"
 rm -rf "$work"
 mkdir -p "$work"
 for i in 1 2 3 4 5 6 7 8; do
@@ -14,7 +15,7 @@ done
 expect() {
     grep -qF -- "$2" "$1" || { echo "FAIL: expected '$2' in:"; cat "$1"; exit 1; }
 }
-small="--text $work/tiny.txt --batch 4 --seq-len 16 --embed 8 --hidden 24 --log-every 3"
+small="--device $device --text $work/tiny.txt --batch 4 --seq-len 16 --embed 8 --hidden 24 --log-every 3"
 for cell in lstm gru; do
     # shellcheck disable=SC2086
     "$prog" $small --cell $cell --steps 6 --sample-every 3 --sample-len 30 --temperature 0.7 \
@@ -22,6 +23,7 @@ for cell in lstm gru; do
     cat "$work/$cell.log"
     expect "$work/$cell.log" "368 bytes"
     expect "$work/$cell.log" "step     6/6"
+    expect "$work/$cell.log" "device $device"
     expect "$work/$cell.log" "bits/char"
     expect "$work/$cell.log" "held-out"
     expect "$work/$cell.log" "--- sample at step 3"

@@ -2,10 +2,11 @@
 # Smoke test of the MNIST example without the download: a synthetic set of 4 images per digit
 # (a digit-dependent bar pattern), two short epochs with a checkpoint, a resumed third epoch, and
 # the errors for a missing folder and for malformed files.
-# Usage: mnist-smoke.sh PATH/TO/mnist WORKDIR
+# Usage: mnist-smoke.sh PATH/TO/mnist WORKDIR [DEVICE]   (DEVICE: cpu by default, or cuda:0)
 set -eu
 prog="$1"
 work="$2"
+device="${3:-cpu}"
 rm -rf "$work"
 mkdir -p "$work/data"
 
@@ -29,16 +30,20 @@ expect() { # expect FILE TEXT: fail unless FILE contains TEXT
     grep -qF -- "$2" "$1" || { echo "FAIL: expected '$2' in:"; cat "$1"; exit 1; }
 }
 
-"$prog" --data "$work/data" --epochs 2 --batch 8 --max-steps 2 --save "$work/ckpt" >"$work/run1.log" 2>&1 ||
+common="--device $device --data $work/data --batch 8 --max-steps 2 --save $work/ckpt"
+# shellcheck disable=SC2086
+"$prog" $common --epochs 2 >"$work/run1.log" 2>&1 ||
     { cat "$work/run1.log"; exit 1; }
 cat "$work/run1.log"
 expect "$work/run1.log" "30 training and 10 test images"
 expect "$work/run1.log" "epoch  2/2"
+expect "$work/run1.log" "device $device"
 expect "$work/run1.log" "img/s"
 expect "$work/run1.log" "final test accuracy"
 [ -f "$work/ckpt/trainer.json" ] || { echo "FAIL: no checkpoint written"; exit 1; }
 
-"$prog" --data "$work/data" --epochs 3 --batch 8 --max-steps 2 --save "$work/ckpt" --resume >"$work/run2.log" 2>&1 ||
+# shellcheck disable=SC2086
+"$prog" $common --epochs 3 --resume >"$work/run2.log" 2>&1 ||
     { cat "$work/run2.log"; exit 1; }
 cat "$work/run2.log"
 expect "$work/run2.log" "resumed from $work/ckpt: epoch 2 done, step 4"
