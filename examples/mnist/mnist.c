@@ -213,11 +213,10 @@ static double evaluate(const options *o, const cnn *m, const mnist_set *test, fl
         for (int64_t i = 0; i < n; i++) {
             const float *l = logits + i * MNIST_CLASSES;
             int best = 0;
-            double mx = l[0], sum = 0;
             for (int c = 1; c < MNIST_CLASSES; c++)
                 if (l[c] > l[best])
                     best = c;
-            mx = l[best];
+            double mx = l[best], sum = 0;
             for (int c = 0; c < MNIST_CLASSES; c++)
                 sum += exp(l[c] - mx);
             loss += mx + log(sum) - l[ybuf[i]];
@@ -353,6 +352,10 @@ int main(int argc, char **argv)
             EX_CHECK(filo_train_checkpoint_save(o.save, &st));
             st.extra_json = NULL;
         }
+    }
+    if (first_epoch >= o.epochs) { /* the checkpoint has every epoch already: just evaluate it */
+        double test_loss;
+        acc = best = evaluate(&o, &model, &test, xbuf, ybuf, eval_chunk, &test_loss);
     }
     printf("final test accuracy %.2f%% (best %.2f%%), training %.1f s wall\n", 100 * acc, 100 * best,
            ex_now() - t_train);

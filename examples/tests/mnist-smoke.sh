@@ -49,6 +49,13 @@ cat "$work/run2.log"
 expect "$work/run2.log" "resumed from $work/ckpt: epoch 2 done, step 4"
 expect "$work/run2.log" "epoch  3/3"
 if grep -q "epoch  1/3" "$work/run2.log"; then echo "FAIL: the resumed run repeated epoch 1"; exit 1; fi
+# A checkpoint that already has every epoch is only evaluated.
+# shellcheck disable=SC2086
+"$prog" $common --epochs 3 --resume >"$work/run3.log" 2>&1 || { cat "$work/run3.log"; exit 1; }
+expect "$work/run3.log" "resumed from $work/ckpt: epoch 3 done, step 6"
+grep -F "final test accuracy" "$work/run2.log" | cut -d, -f1 >"$work/acc2"
+grep -F "final test accuracy" "$work/run3.log" | cut -d, -f1 >"$work/acc3"
+cmp -s "$work/acc2" "$work/acc3" || { echo "FAIL: the evaluated checkpoint differs"; cat "$work/run3.log"; exit 1; }
 
 # Errors: each must fail with a message naming the problem, not crash.
 fails_with() { # fails_with TEXT ARGS...: the program must exit 1 and print TEXT
