@@ -394,7 +394,7 @@ static filo_status open_tensor_file(const loader *L, const char *dir, const char
     FILO_TRY(get_int(L, L->root, bytes_key, &want));
     char p[PATH_LEN];
     join(p, dir, f->valuestring);
-    int64_t got;
+    int64_t got = -1;
     filo_status s = file_size(p, &got);
     if (s != FILO_OK)
         return filo_error_wrap(s, L->op);
@@ -519,7 +519,7 @@ filo_status filo_train_checkpoint_load(const char *dir, filo_train_state *st)
     loader L = {.op = __func__};
     FILO_TRY(check_state(L.op, dir, st));
     join(L.json_path, dir, TRAINER_JSON);
-    char *text;
+    char *text = NULL;
     FILO_TRY(read_file(L.json_path, &text));
     L.root = cJSON_Parse(text);
     free(text);

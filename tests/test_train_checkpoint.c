@@ -346,3 +346,307 @@ Test(train_checkpoint, bad_arguments)
     cr_assert(!filo_train_checkpoint_exists(sub("x")));
     model_free(&a);
 }
+
+/* ---- with an optimizer, a loss scaler and dropout: the training loop ---- */
+
+typedef struct trainer {
+    model m;
+    filo_optimizer *opt;
+    filo_grad_scaler *scaler;
+    filo_generator drop, data;
+    int64_t step;
+} trainer;
+
+static filo_status trainer_build(filo_device dev, filo_optimizer_kind kind, int groups, trainer *t)
+{
+    memset(t, 0, sizeof *t);
+    TRY(model_build(dev, 1, 0, &t->m));
+    filo_optimizer_config c = filo_optimizer_defaults(kind);
+    c.lr = 0.05;
+    TRY(filo_optimizer_new(dev, &c, &t->opt));
+    if (groups == 2) {
+        TRY(filo_optimizer_add_params(t->opt, t->m.ps));
+    } else {
+        filo_var *all[4] = {t->m.w1, t->m.b1, t->m.w2, t->m.b2};
+        const char *names[4] = {"l1.weight", "l1.bias", "l2.weight", "l2.bias"};
+        TRY(filo_optimizer_add_group(t->opt, 4, all, names, c.lr, c.weight_decay, NULL));
+    }
+    filo_schedule s = {.kind = FILO_SCHEDULE_LINEAR, .warmup_steps = 2, .total_steps = 20};
+    TRY(filo_optimizer_set_schedule(t->opt, &s));
+    /* A scale that grows every 3 steps: the resumed run must restore its counter. */
+    filo_grad_scaler_config sc = filo_grad_scaler_defaults();
+    sc.init_scale = 1024;
+    sc.growth_interval = 3;
+    TRY(filo_grad_scaler_new(dev, &sc, &t->scaler));
+    filo_generator_init(&t->drop, 7);
+    filo_generator_init(&t->data, 11);
+    return FILO_OK;
+}
+
+static void trainer_free(trainer *t)
+{
+    filo_optimizer_free(t->opt);
+    filo_grad_scaler_free(t->scaler);
+    model_free(&t->m);
+}
+
+static filo_train_state trainer_state(trainer *t)
+{
+    filo_train_state st = {.params = t->m.ps, .opt = t->opt, .scaler = t->scaler, .n_generators = 2,
+                           .generators = {&t->drop, &t->data}, .step = t->step};
+    return st;
+}
+
+/* One step: a batch drawn from the data generator, linear-tanh-dropout-linear, BCE with soft
+ * targets, the loss scaled, AdamW with the LINEAR schedule and clipping. */
+static filo_status train_step(trainer *t)
+{
+    filo_device dev = filo_params_device(t->m.ps);
+    const int64_t xs[2] = {12, 8}, ys[2] = {12, 3};
+    filo_tensor *x = NULL, *y = NULL;
+    filo_var *xv = NULL, *h = NULL, *a = NULL, *dr = NULL, *o = NULL, *loss = NULL, *scaled = NULL;
+    filo_status s = filo_tensor_empty(dev, FILO_F32, 2, xs, &x);
+    if (s == FILO_OK)
+        s = filo_tensor_normal(x, &t->data, 0.0, 1.0);
+    if (s == FILO_OK)
+        s = filo_tensor_empty(dev, FILO_F32, 2, ys, &y);
+    if (s == FILO_OK)
+        s = filo_tensor_uniform(y, &t->data, 0.0, 1.0);
+    if (s == FILO_OK)
+        s = filo_var_new(x, 0, &xv);
+    if (s == FILO_OK)
+        s = filo_ag_matmul(xv, t->m.w1, 0, 0, t->m.b1, FILO_MATMUL_EPILOGUE_BIAS, &h);
+    if (s == FILO_OK)
+        s = filo_ag_unary(FILO_UNARY_TANH, h, &a);
+    if (s == FILO_OK)
+        s = filo_ag_dropout(a, 0.25, &t->drop, &dr);
+    if (s == FILO_OK)
+        s = filo_ag_matmul(dr, t->m.w2, 0, 0, t->m.b2, FILO_MATMUL_EPILOGUE_BIAS, &o);
+    if (s == FILO_OK)
+        s = filo_loss_bce_with_logits(o, y, NULL, &loss);
+    if (s == FILO_OK)
+        s = filo_grad_scaler_scale(t->scaler, loss, &scaled);
+    if (s == FILO_OK)
+        s = filo_backward(scaled, NULL, 0);
+    filo_step_options so = filo_step_defaults();
+    so.scaler = t->scaler;
+    so.max_grad_norm = 1.0;
+    if (s == FILO_OK)
+        s = filo_optimizer_step(t->opt, &so);
+    filo_optimizer_zero_grad(t->opt);
+    filo_var *vars[7] = {xv, h, a, dr, o, loss, scaled};
+    for (int i = 0; i < 7; i++)
+        filo_var_free(vars[i]);
+    filo_tensor_free(x);
+    filo_tensor_free(y);
+    t->step++;
+    return s;
+}
+
+/* Every optimizer and scaler state tensor's bytes, concatenated. */
+static unsigned char *state_bytes(const trainer *t, size_t *n)
+{
+    int count = filo_optimizer_state_count(t->opt);
+    filo_tensor *ts[64];
+    cr_assert(count + 3 <= 64);
+    for (int i = 0; i < count; i++) {
+        const char *name;
+        FILO_CHECK(filo_optimizer_state_at(t->opt, i, &name, &ts[i]));
+    }
+    ts[count] = filo_grad_scaler_tensor(t->scaler, "scale");
+    ts[count + 1] = filo_grad_scaler_tensor(t->scaler, "growth_tracker");
+    ts[count + 2] = filo_grad_scaler_tensor(t->scaler, "found_inf");
+    size_t total = 0;
+    for (int i = 0; i < count + 3; i++)
+        total += filo_tensor_nbytes(ts[i]);
+    unsigned char *b = malloc(total + 1);
+    size_t at = 0;
+    for (int i = 0; i < count + 3; i++) {
+        FILO_CHECK(filo_tensor_to_host(ts[i], b + at, filo_tensor_nbytes(ts[i])));
+        at += filo_tensor_nbytes(ts[i]);
+    }
+    *n = total;
+    return b;
+}
+
+static void assert_trainers_equal(const trainer *a, const trainer *b, const char *what)
+{
+    assert_params_equal(a->m.ps, b->m.ps, what);
+    size_t na, nb;
+    unsigned char *x = state_bytes(a, &na), *y = state_bytes(b, &nb);
+    cr_assert(na == nb && memcmp(x, y, na) == 0, "%s: optimizer or scaler state differs", what);
+    free(x);
+    free(y);
+    cr_assert(a->drop.seed == b->drop.seed && a->drop.offset == b->drop.offset, "%s: dropout generator", what);
+    cr_assert(a->data.seed == b->data.seed && a->data.offset == b->data.offset, "%s: data generator", what);
+    cr_assert_eq(filo_optimizer_step_count(a->opt), filo_optimizer_step_count(b->opt), "%s: step count", what);
+}
+
+Test(train_checkpoint, full_state_round_trip)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nd = filo_test_backends(devs);
+    for (int d = 0; d < nd; d++) {
+        const char *dir = sub(d ? "f1" : "f0");
+        trainer a, b;
+        FILO_CHECK(trainer_build(devs[d], FILO_OPT_ADAMW, 2, &a));
+        FILO_CHECK(trainer_build(devs[d], FILO_OPT_ADAMW, 2, &b));
+        for (int i = 0; i < 4; i++)
+            FILO_CHECK(train_step(&a));
+        filo_train_state st = trainer_state(&a);
+        st.epoch = 1;
+        FILO_CHECK(filo_train_checkpoint_save(dir, &st));
+        filo_train_state in = trainer_state(&b);
+        FILO_CHECK(filo_train_checkpoint_load(dir, &in));
+        cr_assert_eq(in.step, 4);
+        cr_assert_eq(in.epoch, 1);
+        assert_trainers_equal(&a, &b, filo_test_backend_name(devs[d]));
+        cr_assert_eq(filo_optimizer_group_lr(a.opt, 0), filo_optimizer_group_lr(b.opt, 0));
+        trainer_free(&a);
+        trainer_free(&b);
+    }
+}
+
+/* Loading `dir` into a trainer of the given kind and groups fails; nothing changes. */
+static void expect_trainer_load_fails(const char *dir, filo_optimizer_kind kind, int groups, int with_scaler,
+                                      filo_status status, const char *needle)
+{
+    trainer t;
+    FILO_CHECK(trainer_build(filo_cpu(), kind, groups, &t));
+    FILO_CHECK(train_step(&t));
+    size_t n0, n1, s0, s1;
+    unsigned char *p0 = param_bytes(t.m.ps, &n0), *st0 = state_bytes(&t, &s0);
+    filo_generator drop = t.drop;
+    filo_train_state in = trainer_state(&t);
+    if (!with_scaler)
+        in.scaler = NULL;
+    FILO_CHECK_FAILS(filo_train_checkpoint_load(dir, &in), status, needle);
+    unsigned char *p1 = param_bytes(t.m.ps, &n1), *st1 = state_bytes(&t, &s1);
+    cr_assert(n0 == n1 && memcmp(p0, p1, n0) == 0, "'%s': the parameters changed", needle);
+    cr_assert(s0 == s1 && memcmp(st0, st1, s0) == 0, "'%s': the optimizer state changed", needle);
+    cr_assert(drop.offset == t.drop.offset && in.step == 1);
+    free(p0);
+    free(p1);
+    free(st0);
+    free(st1);
+    trainer_free(&t);
+}
+
+Test(train_checkpoint, corrupted_or_mismatched_optimizer)
+{
+    const char *dir = sub("o");
+    trainer a;
+    FILO_CHECK(trainer_build(filo_cpu(), FILO_OPT_ADAMW, 2, &a));
+    for (int i = 0; i < 2; i++)
+        FILO_CHECK(train_step(&a));
+    filo_train_state st = trainer_state(&a);
+    FILO_CHECK(filo_train_checkpoint_save(dir, &st));
+    expect_trainer_load_fails(dir, FILO_OPT_ADAM, 2, 1, FILO_ERR_FORMAT, "optimizer is 'adamw', the one given is 'adam'");
+    expect_trainer_load_fails(dir, FILO_OPT_ADAMW, 1, 1, FILO_ERR_FORMAT, "has 2 parameter groups, the one given has 1");
+    /* trainer.json disagrees with the optimizer file's size; then the file is cut short. */
+    rewrite_json(sub("o/trainer.json"), "optimizer_bytes", 8);
+    expect_trainer_load_fails(dir, FILO_OPT_ADAMW, 2, 1, FILO_ERR_FORMAT, "optimizer-2.safetensors has");
+    rewrite_json(sub("o/trainer.json"), "optimizer_bytes", -8);
+    long len = file_len(sub("o/optimizer-2.safetensors"));
+    cr_assert_eq(truncate(sub("o/optimizer-2.safetensors"), len - 4), 0);
+    expect_trainer_load_fails(dir, FILO_OPT_ADAMW, 2, 1, FILO_ERR_FORMAT, "(truncated or replaced file)");
+
+    /* Saved without optimizer and scaler; loaded with them. */
+    filo_train_state params_only = {.params = a.m.ps, .n_generators = 2, .generators = {&a.drop, &a.data}, .step = 2};
+    FILO_CHECK(filo_train_checkpoint_save(sub("o2"), &params_only));
+    expect_trainer_load_fails(sub("o2"), FILO_OPT_ADAMW, 2, 1, FILO_ERR_FORMAT, "has no optimizer state");
+
+    /* Saved with an SGD (momentum buffers, no Adam moments) and a scaler. */
+    trainer s;
+    FILO_CHECK(trainer_build(filo_cpu(), FILO_OPT_SGD, 2, &s));
+    filo_train_state sst = trainer_state(&s);
+    FILO_CHECK(filo_train_checkpoint_save(sub("o3"), &sst));
+    expect_trainer_load_fails(sub("o3"), FILO_OPT_ADAMW, 2, 1, FILO_ERR_FORMAT, "optimizer is 'sgd'");
+    trainer_free(&s);
+
+    /* Saved without the scaler, loaded with one. */
+    filo_train_state no_scaler = trainer_state(&a);
+    no_scaler.scaler = NULL;
+    FILO_CHECK(filo_train_checkpoint_save(sub("o4"), &no_scaler));
+    expect_trainer_load_fails(sub("o4"), FILO_OPT_ADAMW, 2, 1, FILO_ERR_FORMAT, "has no grad scaler state");
+    /* ... and the other way round: a checkpoint with a scaler loads into a trainer without one. */
+    trainer b;
+    FILO_CHECK(trainer_build(filo_cpu(), FILO_OPT_ADAMW, 2, &b));
+    filo_train_state in = trainer_state(&b);
+    in.scaler = NULL;
+    FILO_CHECK(filo_train_checkpoint_load(dir, &in));
+    assert_params_equal(a.m.ps, b.m.ps, "without the scaler");
+    trainer_free(&b);
+    trainer_free(&a);
+}
+
+/* ---- save, kill, resume ---- */
+
+enum { SAVE_EVERY = 3, KILL_AFTER = 6, TOTAL_STEPS = 10, CHILD_NO_BACKEND = 3 };
+
+/* The child: trains from scratch, saving every SAVE_EVERY steps, and SIGKILLs itself right after
+ * the save of step KILL_AFTER. It never returns; any failure exits with a code. */
+static void child_train(int backend, const char *dir)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    if (backend >= filo_test_backends(devs))
+        _exit(CHILD_NO_BACKEND);
+    trainer t;
+    if (trainer_build(devs[backend], FILO_OPT_ADAMW, 2, &t) != FILO_OK)
+        _exit(1);
+    for (;;) {
+        if (train_step(&t) != FILO_OK)
+            _exit(1);
+        if (t.step % SAVE_EVERY == 0) {
+            filo_train_state st = trainer_state(&t);
+            if (filo_train_checkpoint_save(dir, &st) != FILO_OK)
+                _exit(2);
+            if (t.step == KILL_AFTER)
+                raise(SIGKILL);
+        }
+        if (t.step > KILL_AFTER)
+            _exit(4);
+    }
+}
+
+/* Must run before this process makes any filo call: the child of fork() has only the calling
+ * thread, so no worker pool may exist yet. */
+static void save_kill_resume(int backend)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", sub("run"));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0)
+        child_train(backend, dir);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_NO_BACKEND)
+        cr_skip_test("no backend %d in this build", backend);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the child ended with status 0x%x", status);
+
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    filo_test_backends(devs);
+    trainer resumed, straight;
+    FILO_CHECK(trainer_build(devs[backend], FILO_OPT_ADAMW, 2, &resumed));
+    filo_train_state in = trainer_state(&resumed);
+    FILO_CHECK(filo_train_checkpoint_load(dir, &in));
+    cr_assert_eq(in.step, KILL_AFTER);
+    resumed.step = in.step;
+    while (resumed.step < TOTAL_STEPS)
+        FILO_CHECK(train_step(&resumed));
+    FILO_CHECK(trainer_build(devs[backend], FILO_OPT_ADAMW, 2, &straight));
+    while (straight.step < TOTAL_STEPS)
+        FILO_CHECK(train_step(&straight));
+    cr_assert_eq(filo_optimizer_step_count(straight.opt), TOTAL_STEPS);
+    assert_trainers_equal(&straight, &resumed, filo_test_backend_name(devs[backend]));
+    cr_assert_eq(filo_grad_scaler_get_scale(straight.scaler), filo_grad_scaler_get_scale(resumed.scaler));
+    trainer_free(&resumed);
+    trainer_free(&straight);
+}
+
+Test(train_checkpoint, save_kill_resume_cpu) { save_kill_resume(0); }
+
+/* The emulated CUDA device in the emu/ build (a real GPU where one is present). */
+Test(train_checkpoint, save_kill_resume_device) { save_kill_resume(1); }
