@@ -17,6 +17,7 @@
 
 #include "filo_test.h"
 #include "filo/losses.h"
+#include "filo/safetensors.h"
 #include "filo/train_checkpoint.h"
 
 #define TRY(expr)                                                                                  \
@@ -58,11 +59,12 @@ static void cleanup(void) { remove_dir(tmpdir); }
 
 TestSuite(train_checkpoint, .init = make_tmpdir, .fini = cleanup);
 
+/* A path in the test's directory; the last 16 results stay valid. */
 static const char *sub(const char *name)
 {
-    static char p[4][256];
+    static char p[16][256];
     static int k;
-    k = (k + 1) % 4;
+    k = (k + 1) % 16;
     snprintf(p[k], sizeof p[k], "%s/%s", tmpdir, name);
     return p[k];
 }
@@ -534,7 +536,8 @@ static void expect_trainer_load_fails(const char *dir, filo_optimizer_kind kind,
 
 Test(train_checkpoint, corrupted_or_mismatched_optimizer)
 {
-    const char *dir = sub("o");
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", sub("o"));
     trainer a;
     FILO_CHECK(trainer_build(filo_cpu(), FILO_OPT_ADAMW, 2, &a));
     for (int i = 0; i < 2; i++)
@@ -570,13 +573,37 @@ Test(train_checkpoint, corrupted_or_mismatched_optimizer)
     FILO_CHECK(filo_train_checkpoint_save(sub("o4"), &no_scaler));
     expect_trainer_load_fails(sub("o4"), FILO_OPT_ADAMW, 2, 1, FILO_ERR_FORMAT, "has no grad scaler state");
     /* ... and the other way round: a checkpoint with a scaler loads into a trainer without one. */
+    FILO_CHECK(filo_train_checkpoint_save(sub("o5"), &st));
     trainer b;
     FILO_CHECK(trainer_build(filo_cpu(), FILO_OPT_ADAMW, 2, &b));
     filo_train_state in = trainer_state(&b);
     in.scaler = NULL;
-    FILO_CHECK(filo_train_checkpoint_load(dir, &in));
+    FILO_CHECK(filo_train_checkpoint_load(sub("o5"), &in));
     assert_params_equal(a.m.ps, b.m.ps, "without the scaler");
     trainer_free(&b);
+
+    /* The optimizer file rewritten without one state tensor (trainer.json's size updated). */
+    const char *opt_path = sub("o5/optimizer-2.safetensors");
+    long before = file_len(opt_path);
+    filo_safetensors *f;
+    FILO_CHECK(filo_safetensors_open(opt_path, &f));
+    int n = filo_safetensors_count(f), k = 0;
+    const char *names[64];
+    filo_tensor *ts[64];
+    for (int i = 0; i < n; i++) {
+        const char *name = filo_safetensors_name_at(f, i);
+        if (strcmp(name, "l2.weight.exp_avg_sq") == 0)
+            continue;
+        names[k] = name;
+        FILO_CHECK(filo_safetensors_load(f, name, filo_cpu(), FILO_DTYPE_COUNT, &ts[k++]));
+    }
+    cr_assert_eq(k, n - 1);
+    FILO_CHECK(filo_safetensors_write(opt_path, k, names, (const filo_tensor *const *)ts, 0, NULL, NULL));
+    for (int i = 0; i < k; i++)
+        filo_tensor_free(ts[i]);
+    filo_safetensors_close(f);
+    rewrite_json(sub("o5/trainer.json"), "optimizer_bytes", (double)(file_len(opt_path) - before));
+    expect_trainer_load_fails(sub("o5"), FILO_OPT_ADAMW, 2, 1, FILO_ERR_FORMAT, "has no tensor 'l2.weight.exp_avg_sq'");
     trainer_free(&a);
 }
 
