@@ -21,6 +21,7 @@
 #include "filo/matmul.h"
 #include "filo/pool.h"
 #include "filo/reduce.h"
+#include "filo/rnn_cell.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -102,6 +103,16 @@ filo_status filo_ag_cross_entropy(filo_var *logits, const filo_tensor *target, c
 filo_status filo_ag_conv2d(filo_var *x, filo_var *w, filo_var *bias, const filo_conv2d_params *p, filo_var **y);
 filo_status filo_ag_maxpool2d(filo_var *x, const filo_pool2d_params *p, filo_var **y);
 filo_status filo_ag_avgpool2d(filo_var *x, const filo_pool2d_params *p, filo_var **y);
+
+/* ---- recurrent cells (filo/rnn_cell.h): one step after the two matmuls ----
+ * b_ih, b_hh: NULL or variables [G*H] in the state dtype (they get the row sums of the gate
+ * gradients). lengths (a plain tensor, kept alive by the node) and step as in filo/rnn_cell.h.
+ * The LSTM reads h_prev only with lengths (rows past their length keep it), so without lengths
+ * h_prev may be NULL and gets no gradient; c receives c' (its gradient reaches c_prev). */
+filo_status filo_ag_lstm_cell(filo_var *xg, filo_var *hg, filo_var *b_ih, filo_var *b_hh, filo_var *h_prev,
+                              filo_var *c_prev, const filo_tensor *lengths, int64_t step, filo_var **h, filo_var **c);
+filo_status filo_ag_gru_cell(filo_var *xg, filo_var *hg, filo_var *b_ih, filo_var *b_hh, filo_var *h_prev,
+                             const filo_tensor *lengths, int64_t step, filo_var **h);
 
 #ifdef __cplusplus
 }

@@ -21,6 +21,7 @@
 #include "filo/layout.h"
 #include "filo/indexing.h"
 #include "filo/matmul.h"
+#include "filo/rnn_cell.h"
 #include "filo/autograd.h"
 #include "filo/ag.h"
 #include "filo/capture.h"

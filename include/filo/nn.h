@@ -15,9 +15,11 @@
  *   autocast   FILO_F32: off. FILO_BF16 or FILO_F16: matmuls (Linear, attention projections,
  *              FeedForward, LSTM/GRU gates) and attention run in that dtype (inputs and weights
  *              cast on the fly; the f32 master weights get f32 gradients through the cast),
- *              while norms, softmax and losses run in f32 (their inputs cast up), as
- *              torch.autocast does. Module outputs are then in the autocast dtype for matmul-like
- *              modules and f32 for norms.
+ *              while norms, softmax and losses compute in f32, as torch.autocast does. Module
+ *              outputs are then in the autocast dtype for matmul-like modules. Norms read a
+ *              bf16/f16 x with their f32 weights directly (no cast pass) and return x's dtype;
+ *              when x and the residual differ (a bf16 sublayer output on an f32 residual stream)
+ *              both are taken to f32, so a transformer's residual stream stays f32.
  *
  * Shapes follow PyTorch: Linear takes [..., in] and gives [..., out]; sequence modules take
  * batch-first [B, L, H]; Conv2d and pooling take NCHW. */

@@ -8,8 +8,8 @@
  *   Adam     g += wd p; Adam's moments and bias corrections (filo/optim.h)
  *   AdamW    p *= 1 - lr wd; then as Adam without the L2 term
  *   RAdam    Adam's moments; rho_inf = 2/(1-b2) - 1, rho_t = rho_inf - 2 t b2^t / (1 - b2^t);
- *            rho_t > 5: p -= lr m_hat r_t / (sqrt(v / bc2) + eps) with the rectification r_t,
- *            else p -= lr m_hat. weight decay: L2 (g += wd p), or decoupled (p *= 1 - lr wd)
+ *            rho_t > 5: p -= lr m_hat r_t sqrt(bc2) / (sqrt(v) + eps) with the rectification r_t
+ *            (PyTorch's placement of eps), else p -= lr m_hat. weight decay: L2 (g += wd p), or decoupled (p *= 1 - lr wd)
  *            when decoupled_weight_decay is set
  *   RMSProp  g += wd p; v = alpha v + (1 - alpha) g^2; centered: ga = alpha ga + (1 - alpha) g,
  *            avg = sqrt(v - ga^2) + eps, else avg = sqrt(v) + eps; momentum > 0:
@@ -23,7 +23,10 @@
  * coefficient, the loss scale and the skip flag all live on the device, and every parameter of
  * a kind is updated by multi-tensor launches. A captured training step (filo/capture.h) that
  * calls filo_optimizer_step therefore follows the schedule and the loss scale on every replay.
- * Optimizer state is f32 (the f32 master weights of mixed precision are the parameters). */
+ * Optimizer state is f32 (the f32 master weights of mixed precision are the parameters). One
+ * device step counter serves every parameter (bias corrections, AdaGrad's lr decay, SGD's first
+ * momentum step): a parameter that first gets a gradient after others have stepped uses it where
+ * PyTorch keeps a count per parameter. */
 #ifndef FILO_OPTIMIZER_H
 #define FILO_OPTIMIZER_H
 
@@ -75,7 +78,10 @@ filo_status filo_optimizer_kind_parse(const char *name, filo_optimizer_kind *out
  *   LINEAR    warmup: step / warmup; then max(0, (total - step) / (total - warmup))
  *   COSINE    warmup, then max(min_factor, 0.5 (1 + cos(pi * cycles * 2 * progress))) with
  *             progress = (step - warmup) / (total - warmup), cycles 0.5 (one half wave)
- * warmup: step < warmup_steps gives step / warmup_steps (no warmup when 0). */
+ * warmup: step < warmup_steps gives step / warmup_steps (no warmup when 0).
+ * The optimizer's kernels compute the factor on the device from its step counter: an update
+ * uses factor(steps taken before it), so the schedule advances with the device step count, and
+ * a skipped step (found_inf) advances neither. */
 typedef enum filo_schedule_kind {
     FILO_SCHEDULE_CONSTANT = 0,
     FILO_SCHEDULE_LINEAR,
@@ -133,7 +139,8 @@ typedef struct filo_step_options {
 filo_step_options filo_step_defaults(void);
 
 /* One update of every group from the parameters' current gradients; a parameter without a
- * gradient is skipped, as PyTorch skips p.grad is None. opts NULL means the defaults. */
+ * gradient is skipped, as PyTorch skips p.grad is None (a step where no parameter has one changes
+ * nothing, not even the count). opts NULL means the defaults. */
 filo_status filo_optimizer_step(filo_optimizer *opt, const filo_step_options *opts);
 /* Drops every parameter's gradient. */
 void filo_optimizer_zero_grad(filo_optimizer *opt);

@@ -16,7 +16,7 @@
  * The input projection of all time steps is one matmul per layer and direction; each step then
  * does one [B, H] x [H, G*H] matmul and one fused gate op. Dropout (between layers, not after
  * the last, as PyTorch) applies when ctx->training. Under autocast the matmuls run in the
- * autocast dtype and the cell state stays f32.
+ * autocast dtype, `out` is in that dtype, and the cell state (h_n, c_n) stays f32.
  *
  * lengths: NULL (all sequences have length L) or an i32/i64 tensor [B] on the CPU with values in
  * [1, L]: packed-sequence semantics, as pack_padded_sequence: steps past a sequence's length
