@@ -498,6 +498,20 @@ Test(train_checkpoint, full_state_round_trip)
         filo_train_state st = trainer_state(&a);
         st.epoch = 1;
         FILO_CHECK(filo_train_checkpoint_save(dir, &st));
+        /* trainer.json records the optimizer's kind, groups and schedule. */
+        char jp[300], buf[8192];
+        snprintf(jp, sizeof jp, "%s/trainer.json", dir);
+        FILE *fp = fopen(jp, "rb");
+        buf[fread(buf, 1, sizeof buf - 1, fp)] = 0;
+        fclose(fp);
+        cJSON *j = cJSON_Parse(buf), *o = cJSON_GetObjectItem(j, "optimizer");
+        cr_assert_str_eq(cJSON_GetObjectItem(o, "kind")->valuestring, "adamw");
+        cr_assert_eq(cJSON_GetObjectItem(o, "groups")->valuedouble, 2);
+        cJSON *sch = cJSON_GetObjectItem(o, "schedule");
+        cr_assert_str_eq(cJSON_GetObjectItem(sch, "kind")->valuestring, "linear");
+        cr_assert_eq(cJSON_GetObjectItem(sch, "total_steps")->valuedouble, 20);
+        cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "config"), "lr")->valuedouble, 0.05);
+        cJSON_Delete(j);
         filo_train_state in = trainer_state(&b);
         FILO_CHECK(filo_train_checkpoint_load(dir, &in));
         cr_assert_eq(in.step, 4);
