@@ -385,14 +385,13 @@ static filo_status get_u64_string(const loader *L, const cJSON *obj, const char 
 
 /* A tensor file named by trainer.json: a plain name in dir whose size is the recorded one. */
 static filo_status open_tensor_file(const loader *L, const char *dir, const char *file_key, const char *bytes_key,
-                                    filo_safetensors **out)
+                                    filo_safetensors **out, char p[PATH_LEN])
 {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(L->root, file_key);
     if (!cJSON_IsString(f) || !*f->valuestring || strchr(f->valuestring, '/'))
         return bad(L, "%s: '%s' is missing or not a file name in the checkpoint directory", file_key);
     int64_t want;
     FILO_TRY(get_int(L, L->root, bytes_key, &want));
-    char p[PATH_LEN];
     join(p, dir, f->valuestring);
     int64_t got = -1;
     filo_status s = file_size(p, &got);
@@ -415,15 +414,14 @@ static int skipped(const char *name, int skip)
 }
 
 /* Every listed tensor is in the file with its shape, and the file has nothing else. */
-static filo_status check_tensors(const loader *L, const filo_safetensors *f, const char *what, const tensor_list *l,
-                                 int skip)
+static filo_status check_tensors(const loader *L, const filo_safetensors *f, const char *path, const char *what,
+                                 const tensor_list *l, int skip)
 {
     for (int i = 0; i < l->n; i++) {
         int ndim;
         int64_t shape[FILO_SAFETENSORS_MAX_DIMS];
         if (!filo_safetensors_has(f, l->names[i]))
-            return filo_error_set(FILO_ERR_FORMAT, L->op, "the %s file of the checkpoint has no tensor '%s'", what,
-                                  l->names[i]);
+            return filo_error_set(FILO_ERR_FORMAT, L->op, "the %s file %s has no tensor '%s'", what, path, l->names[i]);
         FILO_TRY(filo_safetensors_info(f, l->names[i], NULL, &ndim, shape, NULL));
         const filo_tensor *t = l->t[i];
         int same = ndim == t->ndim;
@@ -431,8 +429,8 @@ static filo_status check_tensors(const loader *L, const filo_safetensors *f, con
             same = shape[k] == t->shape[k];
         if (!same) {
             char a[120], b[120];
-            return filo_error_set(FILO_ERR_SHAPE, L->op, "%s tensor '%s' is saved with shape %s but is %s here", what,
-                                  l->names[i], filo_dims_format(ndim, shape, a, sizeof a),
+            return filo_error_set(FILO_ERR_SHAPE, L->op, "%s tensor '%s' is saved with shape %s in %s but is %s here",
+                                  what, l->names[i], filo_dims_format(ndim, shape, a, sizeof a), path,
                                   filo_dims_format(t->ndim, t->shape, b, sizeof b));
         }
     }
@@ -442,8 +440,8 @@ static filo_status check_tensors(const loader *L, const filo_safetensors *f, con
         for (int k = 0; !known && k < l->n; k++)
             known = strcmp(name, l->names[k]) == 0;
         if (!known)
-            return filo_error_set(FILO_ERR_FORMAT, L->op, "the %s file of the checkpoint has a tensor '%s' that this %s lacks",
-                                  what, name, what);
+            return filo_error_set(FILO_ERR_FORMAT, L->op, "the %s file %s has a tensor '%s' that this %s lacks", what,
+                                  path, name, what);
     }
     return FILO_OK;
 }
@@ -524,6 +522,7 @@ filo_status filo_train_checkpoint_load(const char *dir, filo_train_state *st)
     L.root = cJSON_Parse(text);
     free(text);
     filo_safetensors *mf = NULL, *of = NULL;
+    char mpath[PATH_LEN], opath[PATH_LEN];
     tensor_list ml = {0}, ol = {0};
     filo_status s = FILO_OK;
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(L.root, "format");
@@ -568,13 +567,13 @@ filo_status filo_train_checkpoint_load(const char *dir, filo_train_state *st)
     if (s == FILO_OK)
         s = optimizer_list(st, &ol);
     if (s == FILO_OK)
-        s = open_tensor_file(&L, dir, "model_file", "model_bytes", &mf);
+        s = open_tensor_file(&L, dir, "model_file", "model_bytes", &mf, mpath);
     if (s == FILO_OK)
-        s = check_tensors(&L, mf, "model", &ml, 0);
+        s = check_tensors(&L, mf, mpath, "model", &ml, 0);
     if (s == FILO_OK && (st->opt || st->scaler))
-        s = open_tensor_file(&L, dir, "optimizer_file", "optimizer_bytes", &of);
+        s = open_tensor_file(&L, dir, "optimizer_file", "optimizer_bytes", &of, opath);
     if (s == FILO_OK && of)
-        s = check_tensors(&L, of, "optimizer", &ol, !st->opt ? SKIP_OPTIMIZER : !st->scaler ? SKIP_SCALER : 0);
+        s = check_tensors(&L, of, opath, "optimizer", &ol, !st->opt ? SKIP_OPTIMIZER : !st->scaler ? SKIP_SCALER : 0);
     char *extra_text = NULL;
     if (s == FILO_OK && cJSON_IsObject(extra) && !(extra_text = cJSON_PrintUnformatted(extra)))
         s = FILO_FAIL(FILO_ERR_OOM, "out of host memory");
