@@ -51,6 +51,7 @@ struct filo_optimizer {
     int ng, gcap;
     filo_tensor *step_count; /* 0-dim f32 */
     filo_tensor *grad_scale; /* 0-dim f32, the last step's gradient multiplier */
+    filo_schedule schedule;  /* as set, for checkpoints (zeros: CONSTANT without warmup) */
 };
 
 static const char *const kind_names[] = {"sgd", "adam", "adamw", "radam", "rmsprop", "adagrad", "lamb"};
@@ -412,6 +413,18 @@ filo_status filo_optimizer_set_schedule(filo_optimizer *opt, const filo_schedule
     if (s)
         FILO_TRY(filo_schedule_check(s, __func__));
     opt->consts.sched = filo_schedule_desc(s);
+    opt->schedule = s ? *s : (filo_schedule){.kind = FILO_SCHEDULE_CONSTANT};
+    return FILO_OK;
+}
+
+filo_status filo_optimizer_get_config(const filo_optimizer *opt, filo_optimizer_config *cfg, filo_schedule *schedule)
+{
+    if (!opt)
+        return FILO_FAIL(FILO_ERR_INVALID_ARG, "opt is NULL");
+    if (cfg)
+        *cfg = opt->cfg;
+    if (schedule)
+        *schedule = opt->schedule;
     return FILO_OK;
 }
 

@@ -5,7 +5,8 @@
  * input dtype (bf16/f16 logits are read as such; the loss is f32), as under torch.autocast.
  *
  * Reductions: FILO_LOSS_NONE gives the per-element loss in the input's shape, SUM a 0-dim sum,
- * MEAN a 0-dim mean over all elements (the divisor stays on the device). */
+ * MEAN a 0-dim mean over all elements (the divisor stays on the device).
+ * Targets, weight and pos_weight may have any float dtype and any strides (read as they are). */
 #ifndef FILO_LOSSES_H
 #define FILO_LOSSES_H
 

@@ -157,6 +157,9 @@ int filo_optimizer_group_count(const filo_optimizer *opt);
  * (borrowed): a checkpoint loader copies saved values into them. */
 int filo_optimizer_state_count(const filo_optimizer *opt);
 filo_status filo_optimizer_state_at(const filo_optimizer *opt, int i, const char **name, filo_tensor **t);
+/* What the optimizer was built with, for checkpoints (either pointer may be NULL): its
+ * configuration and its schedule (CONSTANT without warmup when none was set). */
+filo_status filo_optimizer_get_config(const filo_optimizer *opt, filo_optimizer_config *cfg, filo_schedule *schedule);
 
 /* ---- dynamic loss scaling for f16 (torch.amp.GradScaler's rule) ----
  * The loss is multiplied by `scale` before backward. At each step the gradients are checked:
