@@ -105,15 +105,14 @@ static filo_status state_at(const rnn_run *r, filo_var *s0, int i, filo_var **ou
     return s;
 }
 
-/* One step t: xg_all [B, L, G*H], whh in the matmul dtype; replaces *h (and *c) by the new state. */
-static filo_status step(const rnn_run *r, int layer, int dir, filo_var *xg_all, filo_var *whh, int64_t t, filo_var **h,
+/* One step t: xs [B, 1, G*H] (step t of the input projection), whh in the matmul dtype; replaces
+ * *h (and *c) by the new state. */
+static filo_status step(const rnn_run *r, int layer, int dir, filo_var *xs, filo_var *whh, int64_t t, filo_var **h,
                         filo_var **c)
 {
     const filo_rnn *m = r->m;
-    filo_var *xs = NULL, *xt = NULL, *hc = NULL, *hg = NULL, *hn = NULL, *cn = NULL;
-    filo_status s = filo_ag_slice(xg_all, 1, t, t + 1, 1, &xs);
-    if (s == FILO_OK)
-        s = filo_ag_squeeze(xs, 1, &xt);
+    filo_var *xt = NULL, *hc = NULL, *hg = NULL, *hn = NULL, *cn = NULL;
+    filo_status s = filo_ag_squeeze(xs, 1, &xt);
     if (s == FILO_OK)
         s = as_dtype(*h, r->ct, &hc);
     if (s == FILO_OK)
@@ -123,7 +122,6 @@ static filo_status step(const rnn_run *r, int layer, int dir, filo_var *xg_all, 
                               t, &hn, &cn);
     else if (s == FILO_OK)
         s = filo_ag_gru_cell(xt, hg, m->b_ih[layer][dir], m->b_hh[layer][dir], *h, r->lengths, t, &hn);
-    filo_var_free(xs);
     filo_var_free(xt);
     filo_var_free(hc);
     filo_var_free(hg);
@@ -147,17 +145,29 @@ static filo_status direction(const rnn_run *r, int layer, int dir, filo_var *inp
     int64_t L = r->L;
     filo_var *wih = NULL, *whh = NULL, *xg = NULL, *seq = NULL;
     filo_var **steps = calloc((size_t)L, sizeof *steps);
-    if (!steps)
+    filo_var **xs = calloc((size_t)L, sizeof *xs);
+    int64_t *ones = malloc(sizeof *ones * (size_t)L);
+    if (!steps || !xs || !ones) {
+        free(steps);
+        free(xs);
+        free(ones);
         return FILO_FAIL(FILO_ERR_OOM, "out of host memory for %lld steps", (long long)L);
+    }
+    for (int64_t k = 0; k < L; k++)
+        ones[k] = 1;
     filo_status s = as_dtype(m->w_ih[layer][dir], r->ct, &wih);
     if (s == FILO_OK)
         s = as_dtype(m->w_hh[layer][dir], r->ct, &whh);
-    /* The input projection of every step at once. */
+    /* The input projection of every step at once, split into per-step views by one node: its
+     * backward is one concat of the step gradients, where a slice per step would write a full
+     * [B, L, G*H] gradient each (quadratic in L). */
     if (s == FILO_OK)
         s = filo_ag_matmul(inp, wih, 0, 1, NULL, FILO_MATMUL_EPILOGUE_NONE, &xg);
+    if (s == FILO_OK)
+        s = filo_ag_split(xg, 1, ones, (int)L, xs);
     for (int64_t k = 0; k < L && s == FILO_OK; k++) {
         int64_t t = dir ? L - 1 - k : k;
-        s = step(r, layer, dir, xg, whh, t, h, c);
+        s = step(r, layer, dir, xs[t], whh, t, h, c);
         if (s == FILO_OK)
             s = filo_ag_unsqueeze(*h, 1, &steps[t]);
     }
@@ -167,9 +177,13 @@ static filo_status direction(const rnn_run *r, int layer, int dir, filo_var *inp
         s = filo_ag_mul(seq, r->mask, out);
     else if (s == FILO_OK)
         *out = filo_var_retain(seq);
-    for (int64_t k = 0; k < L; k++)
+    for (int64_t k = 0; k < L; k++) {
         filo_var_free(steps[k]);
+        filo_var_free(xs[k]);
+    }
     free(steps);
+    free(xs);
+    free(ones);
     filo_var_free(seq);
     filo_var_free(xg);
     filo_var_free(wih);
