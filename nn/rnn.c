@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "filo/layout.h"
+#include "nn_internal.h"
 
 #define NAME_LEN 256
 #define DESC_LEN 200
@@ -77,16 +78,6 @@ typedef struct rnn_run {
     filo_var *mask;       /* f32 [B, L, 1]: 1 up to each sequence's length, or NULL */
 } rnn_run;
 
-/* x in dtype `dt`: a new reference to x itself when it has it, else a differentiable cast. */
-static filo_status as_dtype(filo_var *x, filo_dtype dt, filo_var **out)
-{
-    if (filo_var_value(x)->dtype == dt) {
-        *out = filo_var_retain(x);
-        return FILO_OK;
-    }
-    return filo_ag_cast(x, dt, out);
-}
-
 /* Entry i of a [layers * directions, B, H] state as a [B, H] view, or a zero constant. */
 static filo_status state_at(const rnn_run *r, filo_var *s0, int i, filo_var **out)
 {
@@ -114,7 +105,7 @@ static filo_status step(const rnn_run *r, int layer, int dir, filo_var *xs, filo
     filo_var *xt = NULL, *hc = NULL, *hg = NULL, *hn = NULL, *cn = NULL;
     filo_status s = filo_ag_squeeze(xs, 1, &xt);
     if (s == FILO_OK)
-        s = as_dtype(*h, r->ct, &hc);
+        s = filo_nn_cast_to(*h, r->ct, &hc);
     if (s == FILO_OK)
         s = filo_ag_matmul(hc, whh, 0, 1, NULL, FILO_MATMUL_EPILOGUE_NONE, &hg);
     if (s == FILO_OK && m->cfg.kind == FILO_RNN_LSTM)
@@ -155,9 +146,9 @@ static filo_status direction(const rnn_run *r, int layer, int dir, filo_var *inp
     }
     for (int64_t k = 0; k < L; k++)
         ones[k] = 1;
-    filo_status s = as_dtype(m->w_ih[layer][dir], r->ct, &wih);
+    filo_status s = filo_nn_cast_to(m->w_ih[layer][dir], r->ct, &wih);
     if (s == FILO_OK)
-        s = as_dtype(m->w_hh[layer][dir], r->ct, &whh);
+        s = filo_nn_cast_to(m->w_hh[layer][dir], r->ct, &whh);
     /* The input projection of every step at once, split into per-step views by one node: its
      * backward is one concat of the step gradients, where a slice per step would write a full
      * [B, L, G*H] gradient each (quadratic in L). */
@@ -259,8 +250,7 @@ static filo_status check_forward(const filo_rnn *m, const filo_nn_ctx *ctx, filo
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "m, ctx and x must not be NULL");
     if (!m->w_ih[0][0])
         return FILO_FAIL(FILO_ERR_STATE, "the module has no parameters (call filo_rnn_init first)");
-    if (ctx->autocast != FILO_F32 && ctx->autocast != FILO_BF16 && ctx->autocast != FILO_F16)
-        return FILO_FAIL(FILO_ERR_DTYPE, "ctx->autocast must be f32, bf16 or f16, got %s", filo_dtype_name(ctx->autocast));
+    FILO_TRY(filo_nn_ctx_check(ctx));
     const filo_tensor *xv = filo_var_value(x);
     *device = filo_var_value(m->w_ih[0][0])->device;
     if (xv->ndim != 3 || xv->shape[2] != m->cfg.input_size)
@@ -318,7 +308,7 @@ filo_status filo_rnn_forward(const filo_rnn *m, const filo_nn_ctx *ctx, filo_var
     filo_var *inp = NULL, *layer_out = NULL;
     filo_status s = lengths ? prepare_lengths(&r, lengths, device) : FILO_OK;
     if (s == FILO_OK)
-        s = as_dtype(x, r.ct, &inp);
+        s = filo_nn_cast_to(x, r.ct, &inp);
     for (int l = 0; l < layers && s == FILO_OK; l++) {
         filo_var *outs[2] = {NULL, NULL};
         for (int d = 0; d < dirs && s == FILO_OK; d++) {
@@ -347,12 +337,12 @@ filo_status filo_rnn_forward(const filo_rnn *m, const filo_nn_ctx *ctx, filo_var
             next = dropped;
         }
         if (s == FILO_OK)
-            s = as_dtype(next, r.ct, &inp);
+            s = filo_nn_cast_to(next, r.ct, &inp);
         filo_var_free(next);
     }
     filo_var *o = NULL, *hn = NULL, *cn = NULL;
     if (s == FILO_OK)
-        s = as_dtype(layer_out, r.ct, &o);
+        s = filo_nn_cast_to(layer_out, r.ct, &o);
     if (s == FILO_OK && h_n)
         s = stack_states(hs, n_states, &hn);
     if (s == FILO_OK && c_n && lstm)
