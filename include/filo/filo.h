@@ -32,6 +32,10 @@
 #include "filo/optimizer.h"
 #include "filo/safetensors.h"
 #include "filo/train_checkpoint.h"
+#include "filo/tokenizer.h"
+#include "filo/table.h"
+#include "filo/bert.h"
+#include "filo/metrics.h"
 
 #define FILO_VERSION_MAJOR 0
 #define FILO_VERSION_MINOR 1
