@@ -77,7 +77,8 @@ Test(metrics, multilabel)
 
     const uint8_t zeros[4] = {0};
     FILO_CHECK(filo_metrics_multilabel(zeros, zeros, 2, 2, &m));
-    cr_assert(m.accuracy == 1 && m.macro_f1 == 0 && m.micro_f1 == 0, "no positive anywhere: F1 0 (sklearn's zero_division)");
+    cr_assert(m.accuracy == 1 && m.macro_f1 == 0 && m.micro_f1 == 0,
+              "no positive anywhere: F1 0 (sklearn's zero_division)");
 }
 
 /* ---- regression ---- */

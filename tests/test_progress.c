@@ -33,7 +33,8 @@ Test(progress, plain_lines)
     FILE *out = open_memstream(&text, &size);
     progress p;
     fake_now = 100;
-    progress_begin(&p, 10, "run", &(progress_options){.out = out, .steps_per_epoch = 4, .log_every = 3, .clock = fake_clock});
+    progress_begin(&p, 10, "run",
+                   &(progress_options){.out = out, .steps_per_epoch = 4, .log_every = 3, .clock = fake_clock});
     for (int step = 1; step <= 10; step++) {
         fake_now += 1;
         progress_update(&p, step, step, 100);
@@ -157,7 +158,8 @@ Test(progress, narrow_terminal)
     size_t size = 0;
     FILE *out = open_memstream(&text, &size);
     progress p;
-    progress_begin(&p, 100000, "a-rather-long-label", &(progress_options){.out = out, .mode = PROGRESS_BAR, .width = 40});
+    progress_begin(&p, 100000, "a-rather-long-label",
+                   &(progress_options){.out = out, .mode = PROGRESS_BAR, .width = 40});
     progress_update(&p, 5, 1.0, 10);
     fclose(out);
     size_t len = strstr(text, "\033[K") - text - 1;

@@ -143,7 +143,8 @@ Test(table, jsonl_values)
                                "{\"text\": \"caf\\u00e9 \\\"q\\\"\", \"label\": 1, \"score\": 0.25}\n"
                                "\n"
                                "{\"label\": 1.0, \"ok\": true, \"text\": \"second\", \"extra\": null}\r\n"
-                               "{\"tokens\": [\"EU\", \"rejects\", 3, false], \"tags\": [], \"meta\": {\"a\": [1, 2]}}\n"
+                               "{\"tokens\": [\"EU\", \"rejects\", 3, false], \"tags\": [], "
+                               "\"meta\": {\"a\": [1, 2]}}\n"
                                "{\"mixed\": [\"a\", [\"b\"]], \"neg\": -3e2}  \n",
                                -1);
     filo_table t;
@@ -299,7 +300,8 @@ Test(table, invalid_utf8)
     }
     expect_bad("u.txt", "one\ntwo\0three\nfour\n", 19, FILO_TABLE_AUTO, 2, "a NUL byte", 1, 2);
     /* in a CSV record over several lines, the line of the bad byte */
-    expect_bad("u.csv", "a,b\n1,\"line\nli\xFFne\",x\n2,y\n", -1, FILO_TABLE_AUTO, 3, "invalid UTF-8 (byte 0xFF)", 1, 1);
+    expect_bad("u.csv", "a,b\n1,\"line\nli\xFFne\",x\n2,y\n", -1, FILO_TABLE_AUTO, 3, "invalid UTF-8 (byte 0xFF)", 1,
+               1);
     expect_bad("u.jsonl", "{\"a\": \"\xC3\x28\"}\n", -1, FILO_TABLE_AUTO, 1, "invalid UTF-8 (byte 0xC3)", 1, 0);
 }
 

@@ -42,11 +42,11 @@ typedef struct reader {
     /* the current record's fields, decoded, NUL-terminated back to back */
     char *text;
     size_t text_len, text_cap;
-    size_t *field;
-    int n_fields, field_cap;
+    size_t *field, field_cap;
+    int n_fields;
     entry *e;
     size_t n_e, cap_e;
-    int64_t cap_rows;
+    size_t cap_rows;
 } reader;
 
 static const filo_cell missing_cell = {NULL, NULL, 0};
@@ -162,10 +162,8 @@ static filo_status put_char(reader *r, char c)
 
 static filo_status begin_field(reader *r)
 {
-    size_t cap = (size_t)r->field_cap;
-    if (r->field_cap == INT32_MAX || !grow((void **)&r->field, &cap, (size_t)r->n_fields + 1, sizeof(size_t)))
+    if (r->n_fields == INT32_MAX || !grow((void **)&r->field, &r->field_cap, (size_t)r->n_fields + 1, sizeof(size_t)))
         return oom();
-    r->field_cap = cap > INT32_MAX ? INT32_MAX : (int)cap;
     r->field[r->n_fields++] = r->text_len;
     return FILO_OK;
 }
@@ -258,10 +256,8 @@ static filo_status check_utf8(reader *r, const char *b, size_t n, int64_t line, 
 static filo_status add_row(reader *r, int64_t line)
 {
     filo_table *t = r->t;
-    size_t cap = (size_t)r->cap_rows;
-    if (!grow((void **)&t->lines, &cap, (size_t)t->n_rows + 1, sizeof(int64_t)))
+    if (!grow((void **)&t->lines, &r->cap_rows, (size_t)t->n_rows + 1, sizeof(int64_t)))
         return oom();
-    r->cap_rows = (int64_t)cap;
     t->lines[t->n_rows++] = line;
     return FILO_OK;
 }
@@ -408,10 +404,10 @@ static filo_status jsonl_record(reader *r, const char *b, int64_t line)
         s = reject(r, line, "not a JSON object (JSONL wants one object a line)");
         goto done;
     }
-    for (const cJSON *a = obj->child; a; a = a->next)
-        for (const cJSON *b2 = obj->child; b2 != a; b2 = b2->next)
-            if (strcmp(a->string, b2->string) == 0) {
-                s = reject(r, line, "the key '%.120s' is repeated", a->string);
+    for (const cJSON *k = obj->child; k; k = k->next)
+        for (const cJSON *prev = obj->child; prev != k; prev = prev->next)
+            if (strcmp(k->string, prev->string) == 0) {
+                s = reject(r, line, "the key '%.120s' is repeated", k->string);
                 goto done;
             }
     if ((s = add_row(r, line)) != FILO_OK)

@@ -279,15 +279,15 @@ static FILE *temp_stream(char *pattern)
 
 static int plot_files_open(plot_files *f, const char *png_path, char *err, size_t err_size)
 {
-    const char *dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(f->data, sizeof f->data, "%s/filo-plot-data-XXXXXX", dir);
-    snprintf(f->script, sizeof f->script, "%s/filo-plot-script-XXXXXX", dir);
-    snprintf(f->log, sizeof f->log, "%s/filo-plot-log-XXXXXX", dir);
     int n = snprintf(f->png, sizeof f->png, "%s.tmp.%ld", png_path, (long)getpid());
     if (n < 0 || (size_t)n >= sizeof f->png) {
         f->png[0] = '\0';
         return failf(err, err_size, "the PNG path is too long");
     }
+    const char *dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(f->data, sizeof f->data, "%s/filo-plot-data-XXXXXX", dir);
+    snprintf(f->script, sizeof f->script, "%s/filo-plot-script-XXXXXX", dir);
+    snprintf(f->log, sizeof f->log, "%s/filo-plot-log-XXXXXX", dir);
     f->data_fp = temp_stream(f->data);
     f->script_fp = temp_stream(f->script);
     f->log_fd = mkstemp(f->log);

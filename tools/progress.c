@@ -91,7 +91,8 @@ static void draw(progress *p, double t)
     format_loss(p->ema, p->ema_weight, loss, sizeof loss);
     snprintf(tail, sizeof tail, " %3d%% %lld/%lld loss %s %.0f tok/s %s<%s", (int)(frac * 100), (long long)p->step,
              (long long)p->total, loss, rate(p, t), format_time(t - p->t_begin, el, sizeof el),
-             format_time(done > 0 ? (t - p->t_begin) / (double)done * (double)(p->total - p->step) : -1, eta, sizeof eta));
+             format_time(done > 0 ? (t - p->t_begin) / (double)done * (double)(p->total - p->step) : -1, eta,
+                         sizeof eta));
     int n = snprintf(line, sizeof line, "%s %s", p->label, format_epoch(p, epoch, sizeof epoch));
     /* the last column is left free: writing there makes some terminals wrap */
     int width = p->opt.width > 0 ? p->opt.width : terminal_width(p->opt.out);
@@ -206,8 +207,8 @@ void progress_end(progress *p)
         fputc('\n', p->opt.out);
     } else if (!p->bar && p->step > p->logged)
         plain_line(p, t, 0);
-    fprintf(p->opt.out, "%s: %lld steps in %s, %.0f tok/s\n", p->label, (long long)(p->first < 0 ? 0 : p->step - p->first),
-            format_time(t - p->t_begin, el, sizeof el), rate(p, t));
+    fprintf(p->opt.out, "%s: %lld steps in %s, %.0f tok/s\n", p->label,
+            (long long)(p->first < 0 ? 0 : p->step - p->first), format_time(t - p->t_begin, el, sizeof el), rate(p, t));
     fflush(p->opt.out);
     p->bar = 0;
     p->drawn = 0;
