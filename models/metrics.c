@@ -6,8 +6,9 @@
  *     mean rank; both NaN for a constant input or fewer than two values, as scipy returns;
  *   - seqeval 1.x default mode: get_entities() chunking with O/B/I tags, entities matched as
  *     (type, start, end) within a sentence, micro-averaged;
- *   - the SQuAD v1.1 evaluation script: normalize_answer() with Python's Unicode lower(), \b and
- *     \w (letters, numbers and '_') and str.split() whitespace;
+ *   - the SQuAD v1.1 evaluation script: normalize_answer() with Python's \b and \w (letters,
+ *     numbers and '_') and str.split() whitespace; lower() is utf8proc's one-to-one mapping, which
+ *     differs from Python's only for a few letters (a final sigma, a dotted capital I);
  *   - transformers' postprocess_qa_predictions: the top n_best start and end positions over the
  *     whole sequence (ties: the later position first, as numpy's stable argsort reversed), pairs in
  *     that order filtered to the context, then a stable sort by the float32 score. */
