@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "commands.h"
 #include "harness.h"
 
 static int fail(const char *what)
@@ -120,7 +121,8 @@ static void usage(FILE *f)
                "  info   list the devices filo can use\n"
                "  tour   run the runtime on every device: random draws, copies, allocator stats\n"
                "  bench kernels [--device D] [--quick] ...\n"
-               "         time each fused kernel and key op against the machine's measured ceilings\n");
+               "         time each fused kernel and key op against the machine's measured ceilings\n"
+               "  tokenize --vocab FILE [--cased] [--max-len N] [--pair]   stdin lines to BERT token ids\n");
 }
 
 int main(int argc, char **argv)
@@ -135,6 +137,8 @@ int main(int argc, char **argv)
         return cmd_tour();
     if (strcmp(argv[1], "bench") == 0 && argc >= 3 && strcmp(argv[2], "kernels") == 0)
         return filo_bench_kernels_main(argc - 3, argv + 3);
+    if (strcmp(argv[1], "tokenize") == 0)
+        return filo_cmd_tokenize(argc - 2, argv + 2);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(stdout);
         return 0;
