@@ -390,7 +390,7 @@ static filo_status open_tensor_file(const loader *L, const char *dir, const char
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(L->root, file_key);
     if (!cJSON_IsString(f) || !*f->valuestring || strchr(f->valuestring, '/'))
         return bad(L, "%s: '%s' is missing or not a file name in the checkpoint directory", file_key);
-    int64_t want;
+    int64_t want = 0;
     FILO_TRY(get_int(L, L->root, bytes_key, &want));
     join(p, dir, f->valuestring);
     int64_t got = -1;
@@ -461,7 +461,7 @@ static filo_status check_optimizer(const loader *L, const filo_train_state *st)
     if (!cJSON_IsString(kind) || strcmp(kind->valuestring, mine) != 0)
         return filo_error_set(FILO_ERR_FORMAT, L->op, "%s: the checkpoint's optimizer is '%s', the one given is '%s'",
                               L->json_path, cJSON_IsString(kind) ? kind->valuestring : "?", mine);
-    int64_t groups;
+    int64_t groups = 0;
     FILO_TRY(get_int(L, o, "groups", &groups));
     if (groups != filo_optimizer_group_count(st->opt))
         return filo_error_set(FILO_ERR_FORMAT, L->op, "%s: the checkpoint's optimizer has %" PRId64

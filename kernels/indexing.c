@@ -117,7 +117,7 @@ filo_status filo_index_select(const filo_tensor *x, int dim, const filo_tensor *
     char a[DESC_LEN];
     if (!x || !out)
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "%s is NULL", !x ? "x" : "out");
-    int d;
+    int d = 0; /* set by norm_dim; initialized for -O3's maybe-uninitialized */
     FILO_TRY(norm_dim(op, x, dim, &d));
     FILO_TRY(check_index(op, "index", index, x));
     if (index->ndim != 1)
@@ -217,7 +217,7 @@ filo_status filo_index_add(const filo_tensor *dy, int dim, const filo_tensor *in
     FILO_TRY(check_float(op, "dy", dy));
     if (!dx)
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "dx is NULL");
-    int d;
+    int d = 0; /* set by norm_dim; initialized for -O3's maybe-uninitialized */
     FILO_TRY(norm_dim(op, dy, dim, &d));
     FILO_TRY(check_index(op, "index", index, dy));
     if (index->ndim != 1 || index->shape[0] != dy->shape[d])
@@ -297,7 +297,7 @@ filo_status filo_gather(const filo_tensor *x, int dim, const filo_tensor *index,
     char a[DESC_LEN], b[DESC_LEN];
     if (!x || !out)
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "%s is NULL", !x ? "x" : "out");
-    int d;
+    int d = 0; /* set by norm_dim; initialized for -O3's maybe-uninitialized */
     FILO_TRY(norm_dim(op, x, dim, &d));
     FILO_TRY(check_index(op, "index", index, x));
     int ok = index->ndim == x->ndim;
@@ -342,7 +342,7 @@ filo_status filo_scatter_add(const filo_tensor *self, int dim, const filo_tensor
     FILO_TRY(check_float(op, "src", src));
     if (!out)
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "out is NULL");
-    int d;
+    int d = 0; /* set by norm_dim; initialized for -O3's maybe-uninitialized */
     FILO_TRY(norm_dim(op, self, dim, &d));
     FILO_TRY(check_index(op, "index", index, self));
     if (src->dtype != self->dtype)

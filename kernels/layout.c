@@ -64,7 +64,7 @@ filo_status filo_concat(const filo_tensor *const *xs, int n, int dim, filo_tenso
         if (!xs[i])
             return filo_error_set(FILO_ERR_INVALID_ARG, op, "xs[%d] is NULL", i);
     const filo_tensor *x0 = xs[0];
-    int d;
+    int d = 0; /* set by norm_dim; initialized for -O3's maybe-uninitialized */
     FILO_TRY(norm_dim(op, x0, dim, &d));
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -140,7 +140,7 @@ filo_status filo_split(const filo_tensor *x, int dim, const int64_t *sizes, int 
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "%s is NULL", !x ? "x" : (!sizes ? "sizes" : "outs"));
     if (n < 1)
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "needs at least one size, got n = %d", n);
-    int d;
+    int d = 0; /* set by norm_dim; initialized for -O3's maybe-uninitialized */
     FILO_TRY(norm_dim(op, x, dim, &d));
     int64_t sum = 0;
     for (int i = 0; i < n; i++) {
@@ -173,7 +173,7 @@ filo_status filo_chunk(const filo_tensor *x, int dim, int n, filo_tensor **outs,
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "%s is NULL", !x ? "x" : (!outs ? "outs" : "n_out"));
     if (n < 1)
         return filo_error_set(FILO_ERR_INVALID_ARG, op, "chunks must be >= 1, got %d", n);
-    int d;
+    int d = 0; /* set by norm_dim; initialized for -O3's maybe-uninitialized */
     FILO_TRY(norm_dim(op, x, dim, &d));
     int64_t size = x->shape[d], each = (size + n - 1) / n;
     /* ceil(size / each) <= n views; torch.chunk of an empty dim gives one empty chunk. */
