@@ -522,7 +522,7 @@ static filo_status read_csv(reader *r)
             continue;
         }
         int64_t line = r->line;
-        size_t raw_end;
+        size_t raw_end = 0;
         const char *problem;
         int64_t problem_line = line;
         FILO_TRY(csv_record(r, &raw_end, &problem, &problem_line));
