@@ -460,7 +460,7 @@ filo_status filo_bert_config_load(const char *path, filo_bert_config *out)
     if (!path)
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "path is NULL");
     char *text;
-    size_t len;
+    size_t len = 0;
     FILO_TRY(read_file(path, &text, &len));
     cJSON *root = cJSON_ParseWithLength(text, len);
     filo_status s = FILO_OK;
