@@ -893,6 +893,22 @@ Test(bert_io, save_load_round_trip_and_config_keys)
         filo_bert_free(back);
         filo_bert_free(m);
     }
+    /* A bare BertModel is saved under BertModel's names: no "bert." prefix. */
+    filo_bert *m = load_fixture(FILO_BERT_ENCODER, filo_cpu()), *back;
+    FILO_CHECK(filo_bert_save(m, tmp_path("encoder")));
+    FILO_CHECK(filo_bert_load(tmp_path("encoder"), FILO_BERT_ENCODER, filo_cpu(), 1, &back));
+    expect_same_params(m, back, "BertModel save -> load");
+    filo_safetensors *st;
+    FILO_CHECK(filo_safetensors_open(tmp_path("encoder/model.safetensors"), &st));
+    cr_assert(filo_safetensors_has(st, "embeddings.word_embeddings.weight"));
+    cr_assert(filo_safetensors_has(st, "pooler.dense.bias"));
+    cr_assert_eq(filo_safetensors_count(st), 39);
+    filo_safetensors_close(st);
+    cJSON *j = read_json(tmp_path("encoder/config.json"));
+    cr_assert_str_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "architectures"), 0)->valuestring, "BertModel");
+    cJSON_Delete(j);
+    filo_bert_free(back);
+    filo_bert_free(m);
     filo_safetensors_close(f);
 }
 
