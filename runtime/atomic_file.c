@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -26,6 +27,16 @@ filo_status filo_atomic_file_open(const char *path, filo_atomic_file *f)
         filo_status s = FILO_FAIL(FILO_ERR_IO, "cannot create a temporary file beside %s: %s", path, strerror(errno));
         free(f->tmp_path);
         f->tmp_path = NULL;
+        filo_atomic_file_abort(f);
+        return s;
+    }
+    /* mkstemp makes the file 0600; a saved model should get the permissions any new file of
+     * the user gets (0666 less the umask), as open(O_CREAT) would give it. */
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0) {
+        close(fd);
+        filo_status s = FILO_FAIL(FILO_ERR_IO, "cannot set the mode of %s: %s", f->tmp_path, strerror(errno));
         filo_atomic_file_abort(f);
         return s;
     }

@@ -118,6 +118,10 @@ static int cmd_tour(void)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: filo <command>\n"
+               "  finetune --model DIR | --config NAME --vocab FILE, --train FILE --out DIR ...\n"
+               "         fine-tune BERT on a labelled TSV/CSV/JSONL file, keeping the best epoch\n"
+               "  predict --model DIR --input FILE|- [--output FILE]\n"
+               "         one JSON object of predictions per input\n"
                "  info   list the devices filo can use\n"
                "  tour   run the runtime on every device: random draws, copies, allocator stats\n"
                "  bench kernels [--device D] [--quick] ...\n"
@@ -135,6 +139,10 @@ int main(int argc, char **argv)
         return cmd_info();
     if (strcmp(argv[1], "tour") == 0)
         return cmd_tour();
+    if (strcmp(argv[1], "finetune") == 0)
+        return filo_cmd_finetune(argc - 2, argv + 2);
+    if (strcmp(argv[1], "predict") == 0)
+        return filo_cmd_predict(argc - 2, argv + 2);
     if (strcmp(argv[1], "bench") == 0 && argc >= 3 && strcmp(argv[2], "kernels") == 0)
         return filo_bench_kernels_main(argc - 3, argv + 3);
     if (strcmp(argv[1], "tokenize") == 0)

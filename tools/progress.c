@@ -83,7 +83,7 @@ static double rate(const progress *p, double t)
 
 static void draw(progress *p, double t)
 {
-    char epoch[48], loss[32], el[16], eta[16], tail[200], line[512];
+    char epoch[48], loss[32], el[48], eta[48], tail[200], line[512];
     int64_t done = p->step - p->first;
     double frac = p->total > 0 ? (double)p->step / (double)p->total : 0;
     frac = frac < 0 ? 0 : frac > 1 ? 1 : frac;
@@ -116,7 +116,7 @@ static void draw(progress *p, double t)
 
 static void plain_line(progress *p, double t, int epoch_done)
 {
-    char epoch[48], loss[32], el[16], eta[16];
+    char epoch[48], loss[32], el[48], eta[48];
     int64_t done = p->step - p->first;
     format_epoch(p, epoch, sizeof epoch);
     if (epoch_done)
@@ -201,7 +201,7 @@ void progress_note(progress *p, const char *fmt, ...)
 void progress_end(progress *p)
 {
     double t = now(p);
-    char el[16];
+    char el[48];
     if (p->bar && p->drawn) {
         draw(p, t);
         fputc('\n', p->opt.out);

@@ -87,7 +87,10 @@ filo_status filo_tokenizer_pieces(const filo_tokenizer *tok, const char *text, s
 void filo_pieces_free(filo_pieces *p);
 
 typedef enum filo_truncation {
-    FILO_TRUNCATE_LONGEST_FIRST = 0, /* drop from the longer of the two, one token at a time */
+    /* Hugging Face tokenizers' rule: the room is split so that the shorter text keeps all it can
+     * and the longer one is cut; when both must be cut, the longer one gets the odd token (the
+     * second one on a tie). */
+    FILO_TRUNCATE_LONGEST_FIRST = 0,
     FILO_TRUNCATE_ONLY_FIRST,
     FILO_TRUNCATE_ONLY_SECOND,
     FILO_TRUNCATE_NONE,              /* too long: FILO_ERR_SHAPE */
