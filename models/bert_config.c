@@ -333,21 +333,28 @@ static filo_status read_labels(const reader *r, filo_bert_config *c)
         }
     }
     if (s == FILO_OK && l2id) {
-        snprintf(want, sizeof want, "the inverse of id2label: a map of %d names to the ids 0..%d", n, n - 1);
-        int count = 0;
+        snprintf(want, sizeof want, "a map of %d names to the ids 0..%d, each once", n, n - 1);
+        int count = 0, disagree = 0;
         cJSON_ArrayForEach(e, l2id)
         {
             int id = is_integer(e) && e->valuedouble >= 0 && e->valuedouble < n ? (int)e->valuedouble : -1;
             count++;
-            if (s != FILO_OK)
+            if (s != FILO_OK || id2) {
+                /* transformers takes id2label as it is; checkpoints whose label2id kept the
+                 * LABEL_i defaults after id2label was renamed are common. */
+                disagree |= id < 0 || strcmp(names[id], e->string) != 0;
                 continue;
-            if (id < 0 || (id2 ? strcmp(names[id], e->string) != 0 : names[id] != NULL))
+            }
+            if (id < 0 || names[id] != NULL)
                 s = bad_key(r, "label2id", l2id, want);
-            else if (!id2)
+            else
                 names[id] = e->string;
         }
-        if (s == FILO_OK && count != n)
+        if (s == FILO_OK && !id2 && count != n)
             s = bad_key(r, "label2id", l2id, want);
+        if (s == FILO_OK && id2 && (disagree || count != n))
+            fprintf(stderr, "filo: warning: %s: label2id is not the inverse of id2label; id2label is used\n",
+                    r->path);
     }
     if (s == FILO_OK && num >= 0 && num != n) {
         char w[96];

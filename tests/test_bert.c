@@ -963,6 +963,14 @@ Test(bert_io, config_defaults_and_labels)
                      "both named \"a\"");
     cr_assert_str_eq(copy.id2label[1], "spam");
     filo_bert_config_free(&copy);
+
+    /* A label2id left at its LABEL_i defaults after id2label was renamed: id2label wins (with a
+     * warning), as in transformers. */
+    write_file(tmp_path("config.json"),
+               "{\"id2label\": {\"0\": \"neg\", \"1\": \"pos\"}, \"label2id\": {\"LABEL_0\": 0, \"LABEL_1\": 1}}");
+    FILO_CHECK(filo_bert_config_load(tmp_path("config.json"), &c));
+    cr_assert_str_eq(c.id2label[1], "pos");
+    filo_bert_config_free(&c);
 }
 
 Test(bert_io, config_errors_name_the_key)
@@ -981,8 +989,7 @@ Test(bert_io, config_errors_name_the_key)
         {"{\"pad_token_id\": 30522}", "\"pad_token_id\" must be an integer in [0, 30521] or null", FILO_ERR_FORMAT},
         {"{\"problem_type\": \"ranking\"}", "\"problem_type\" must be null, \"regression\"", FILO_ERR_FORMAT},
         {"{\"id2label\": {\"0\": \"a\", \"2\": \"b\"}}", "\"id2label\" must be a map of the 2 ids", FILO_ERR_FORMAT},
-        {"{\"id2label\": {\"0\": \"a\", \"1\": \"b\"}, \"label2id\": {\"a\": 1, \"b\": 0}}",
-         "\"label2id\" must be the inverse of id2label", FILO_ERR_FORMAT},
+        {"{\"label2id\": {\"a\": 1, \"b\": 1}}", "\"label2id\" must be a map of 2 names to the ids 0..1", FILO_ERR_FORMAT},
         {"{\"id2label\": {\"0\": \"a\", \"1\": \"b\"}, \"num_labels\": 3}", "\"num_labels\" must be 2", FILO_ERR_FORMAT},
         {"{\"id2label\": {\"0\": \"a\", \"1\": \"a\"}}", "\"id2label\" must be a map to distinct names", FILO_ERR_FORMAT},
         {"{\"model_type\": \"roberta\"}", "\"model_type\" must be \"bert\", got \"roberta\"", FILO_ERR_FORMAT},
