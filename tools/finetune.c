@@ -310,8 +310,9 @@ static void pending_drop(pending_steps *p)
     p->n = 0;
 }
 
-/* Reads the pending losses and reports each step; every log_every steps a metrics line. */
-static int pending_flush(pending_steps *p, progress *bar, metrics_log *log, int log_every, int epoch,
+/* Reads the pending losses and reports each step; a metrics line every log_every steps and
+ * after the last pending step when epoch_end. */
+static int pending_flush(pending_steps *p, progress *bar, metrics_log *log, int log_every, int epoch, int epoch_end,
                          const filo_optimizer *opt)
 {
     int rc = 0;
@@ -334,7 +335,7 @@ static int pending_flush(pending_steps *p, progress *bar, metrics_log *log, int 
         p->log_loss += loss;
         p->log_tokens += (double)p->tokens[i];
         p->log_steps++;
-        if (step % log_every == 0) {
+        if (step % log_every == 0 || (epoch_end && i + 1 == p->n)) {
             double t = now_s();
             char err[256];
             metrics_pair pairs[] = {{"step", (double)step},
@@ -459,8 +460,9 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
             micro = 0;
             step++;
             pend.n++;
-            if (!rc && (pend.n >= pend.flush_at || step == total_steps || k + 1 == plan.n))
-                rc = pending_flush(&pend, &bar, &log, o->log_every, epoch, opt);
+            int epoch_end = step == total_steps || k + 1 == plan.n;
+            if (!rc && (pend.n >= pend.flush_at || epoch_end))
+                rc = pending_flush(&pend, &bar, &log, o->log_every, epoch, epoch_end, opt);
             if (pend.n == 0)
                 memset(pend.tokens, 0, sizeof pend.tokens);
         }

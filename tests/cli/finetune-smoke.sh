@@ -82,16 +82,18 @@ for p in $pos; do
     done
 done
 # shellcheck disable=SC2086
-"$filo" finetune $common --task multilabel --train multi.tsv --eval multi.tsv --out multi --epochs 2 \
+"$filo" finetune $common --task multilabel --train multi.tsv --eval multi.tsv --out multi --epochs 2 --bf16 \
     >multi.log 2>&1 || { cat multi.log; fail "multilabel"; }
 expect multi.log "macro_f1"
+expect multi.log "bf16 autocast"
 expect multi/config.json '"multi_label_classification"'
 echo "the movie was good" | "$filo" predict --model multi --input - --device "$device" >multi.jsonl
 expect multi.jsonl '"label":['
 # shellcheck disable=SC2086
-"$filo" finetune $common --task regress --train reg.tsv --eval reg.tsv --out reg --epochs 2 \
+"$filo" finetune $common --task regress --train reg.tsv --eval reg.tsv --out reg --epochs 2 --grad-accum 2 \
     >reg.log 2>&1 || { cat reg.log; fail "regress"; }
 expect reg.log "pearson"
+expect reg.log "batch 16 x 2 accumulated"
 expect reg/config.json '"regression"'
 
 # Token classification (JSONL with word lists) and question answering (SQuAD-style answers).
@@ -142,6 +144,21 @@ expect empty.log "empty.tsv"
 # shellcheck disable=SC2086
 if "$filo" finetune $common --train train.tsv --out bad --max-len 4096 >long.log 2>&1; then fail "max-len"; fi
 expect long.log "over the model's 512 positions"
+# A batch that does not fit: a message that suggests a smaller batch (under a 450 MB address-space
+# limit, so only where no sanitizer reserves its shadow memory).
+if [ "$device" = cpu ] && ! ldd "$filo" | grep -q libasan; then
+    awk 'BEGIN { srand(1); split("good great bad awful the movie was", w, " ");
+                 print "text\tlabel";
+                 for (i = 0; i < 64; i++) { s = ""; for (k = 0; k < 600; k++) s = s w[int(rand() * 7) + 1] " ";
+                                            print s "\t" (i % 2 ? "pos" : "neg") } }' >long.tsv
+    # shellcheck disable=SC2086
+    if (ulimit -v 450000 && "$filo" finetune $common --train long.tsv --out oom --max-len 512 --batch 64 \
+        --max-steps 1 >oom.log 2>&1); then
+        fail "64 x 512 tokens fit in 450 MB?"
+    fi
+    expect oom.log "out of memory in the forward pass of a batch of 64 x 512 tokens"
+    expect oom.log "try a smaller --batch"
+fi
 if "$filo" finetune --train train.tsv --out bad >usage.log 2>&1; then fail "no model"; fi
 expect usage.log "--model or --config"
 if "$filo" predict --model nowhere --input - </dev/null >nomodel.log 2>&1; then fail "missing model"; fi
