@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include "text_file.h"
 #include "error.h"
 #include "filo/safetensors.h"
 
@@ -227,19 +227,6 @@ static cJSON *trainer_json(const filo_train_state *st, const char *model_file, i
     return j;
 }
 
-static filo_status write_text(const char *path, const char *text)
-{
-    filo_atomic_file af;
-    FILO_TRY(filo_atomic_file_open(path, &af));
-    size_t n = strlen(text);
-    if (fwrite(text, 1, n, af.fp) != n || fputc('\n', af.fp) == EOF) {
-        filo_status s = FILO_FAIL(FILO_ERR_IO, "writing %s failed: %s", path, strerror(errno));
-        filo_atomic_file_abort(&af);
-        return s;
-    }
-    return filo_atomic_file_commit(&af);
-}
-
 static void sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
@@ -337,7 +324,7 @@ filo_status filo_train_checkpoint_save(const char *dir, const filo_train_state *
     if (!text)
         return FILO_FAIL(FILO_ERR_OOM, "out of host memory building %s", TRAINER_JSON);
     join(p, dir, TRAINER_JSON);
-    s = write_text(p, text);
+    s = filo_text_file_write(p, text);
     cJSON_free(text);
     if (s != FILO_OK)
         return filo_error_wrap(s, op);
@@ -477,48 +464,13 @@ static filo_status load_values(const filo_safetensors *f, const tensor_list *l)
     return FILO_OK;
 }
 
-static filo_status read_file(const char *path, char **out)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return FILO_FAIL(FILO_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    filo_status s = FILO_OK;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, fp);
-        if (n < cap - 1)
-            break;
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (!buf)
-        s = FILO_FAIL(FILO_ERR_OOM, "out of host memory reading %s", path);
-    else if (ferror(fp))
-        s = FILO_FAIL(FILO_ERR_IO, "reading %s failed", path);
-    fclose(fp);
-    if (s != FILO_OK) {
-        free(buf);
-        return s;
-    }
-    buf[n] = 0;
-    *out = buf;
-    return FILO_OK;
-}
-
 filo_status filo_train_checkpoint_load(const char *dir, filo_train_state *st)
 {
     loader L = {.op = __func__};
     FILO_TRY(check_state(L.op, dir, st));
     join(L.json_path, dir, TRAINER_JSON);
     char *text = NULL;
-    FILO_TRY(read_file(L.json_path, &text));
+    FILO_TRY(filo_text_file_read(L.json_path, &text, NULL));
     L.root = cJSON_Parse(text);
     free(text);
     filo_safetensors *mf = NULL, *of = NULL;

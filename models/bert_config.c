@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomic_file.h"
+#include "text_file.h"
 #include "bert_internal.h"
 #include "error.h"
 
@@ -416,49 +416,6 @@ static filo_status read_config(const reader *r, filo_bert_config *c)
     return read_labels(r, c);
 }
 
-/* The whole file as a NUL-terminated string. */
-static filo_status read_file(const char *path, char **text, size_t *len)
-{
-    *text = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return FILO_FAIL(FILO_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    filo_status s = FILO_OK;
-    for (;;) {
-        if (cap - n < 4096) {
-            if (cap >= ((size_t)64 << 20)) {
-                s = FILO_FAIL(FILO_ERR_FORMAT, "%s is over 64 MiB: not a config.json", path);
-                break;
-            }
-            char *grown = realloc(buf, cap ? cap * 2 : 8192);
-            if (!grown) {
-                s = FILO_FAIL(FILO_ERR_OOM, "out of host memory reading %s", path);
-                break;
-            }
-            buf = grown;
-            cap = cap ? cap * 2 : 8192;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, fp);
-        n += got;
-        if (got == 0) {
-            if (ferror(fp))
-                s = FILO_FAIL(FILO_ERR_IO, "reading %s failed: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(fp);
-    if (s != FILO_OK) {
-        free(buf);
-        return s;
-    }
-    buf[n] = '\0';
-    *text = buf;
-    *len = n;
-    return FILO_OK;
-}
-
 filo_status filo_bert_config_load(const char *path, filo_bert_config *out)
 {
     if (!out)
@@ -468,7 +425,7 @@ filo_status filo_bert_config_load(const char *path, filo_bert_config *out)
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "path is NULL");
     char *text;
     size_t len = 0;
-    FILO_TRY(read_file(path, &text, &len));
+    FILO_TRY(filo_text_file_read(path, &text, &len));
     cJSON *root = cJSON_ParseWithLength(text, len);
     filo_status s = FILO_OK;
     if (!cJSON_IsObject(root)) {
@@ -494,19 +451,6 @@ filo_status filo_bert_config_load(const char *path, filo_bert_config *out)
 }
 
 /* ---- config.json writing ---- */
-
-static filo_status write_text(const char *path, const char *text)
-{
-    filo_atomic_file af;
-    FILO_TRY(filo_atomic_file_open(path, &af));
-    size_t n = strlen(text);
-    if (fwrite(text, 1, n, af.fp) != n || fputc('\n', af.fp) == EOF) {
-        filo_status s = FILO_FAIL(FILO_ERR_IO, "writing %s failed: %s", path, strerror(errno));
-        filo_atomic_file_abort(&af);
-        return s;
-    }
-    return filo_atomic_file_commit(&af);
-}
 
 filo_status filo_bert_config_save(const filo_bert_config *c, const char *architecture, const char *path)
 {
@@ -558,7 +502,7 @@ filo_status filo_bert_config_save(const filo_bert_config *c, const char *archite
     cJSON_Delete(j);
     if (!text)
         return FILO_FAIL(FILO_ERR_OOM, "out of host memory building %s", path);
-    filo_status s = write_text(path, text);
+    filo_status s = filo_text_file_write(path, text);
     cJSON_free(text);
     return s;
 }

@@ -9,45 +9,10 @@
 #include <sys/stat.h>
 
 #include "atomic_file.h"
+#include "text_file.h"
 #include "error.h"
 #include "utf8_text.h"
 #include "vocab.h"
-
-/* The whole file, NUL-terminated. */
-static filo_status read_all(const char *path, char **out, size_t *len)
-{
-    *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return FILO_FAIL(FILO_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, fp);
-        if (n < cap - 1)
-            break;
-        char *grown = realloc(buf, cap * 2);
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int failed = ferror(fp) ? errno : 0;
-    fclose(fp);
-    if (!buf)
-        return FILO_FAIL(FILO_ERR_OOM, "out of host memory reading %s", path);
-    if (failed) {
-        free(buf);
-        return FILO_FAIL(FILO_ERR_IO, "cannot read %s: %s", path, strerror(failed));
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return FILO_OK;
-}
 
 static int line_of(const char *text, const char *at)
 {
@@ -277,7 +242,7 @@ filo_status filo_tokenizer_load(const char *path, const filo_tokenizer_options *
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "path is NULL");
     char *text;
     size_t len;
-    FILO_TRY(read_all(path, &text, &len));
+    FILO_TRY(filo_text_file_read(path, &text, &len));
     const char *body = text;
     if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0)
         body += 3;
@@ -323,7 +288,7 @@ static filo_status apply_config(const char *path, filo_tokenizer *tok)
 {
     char *text;
     size_t len;
-    FILO_TRY(read_all(path, &text, &len));
+    FILO_TRY(filo_text_file_read(path, &text, &len));
     cJSON *root;
     filo_status s = parse_json(path, text, len, &root);
     free(text);
@@ -399,12 +364,7 @@ static filo_status write_config(const filo_tokenizer *tok, const char *path, int
     cJSON_Delete(root);
     if (!text)
         return FILO_FAIL(FILO_ERR_OOM, "out of host memory writing %s", path);
-    filo_atomic_file f;
-    filo_status s = filo_atomic_file_open(path, &f);
-    if (s == FILO_OK) {
-        fprintf(f.fp, "%s\n", text);
-        s = filo_atomic_file_commit(&f);
-    }
+    filo_status s = filo_text_file_write(path, text);
     free(text);
     return s;
 }

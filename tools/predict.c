@@ -15,6 +15,7 @@
 
 #include "atomic_file.h"
 #include "cli_args.h"
+#include "text_file.h"
 #include "commands.h"
 #include "evaluate.h"
 #include "task_data.h"
@@ -111,27 +112,12 @@ static int model_head(const char *dir, filo_bert_task *head)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "filo predict: cannot open %s\n", path);
+    char *text = NULL;
+    if (filo_text_file_read(path, &text, NULL) != FILO_OK) {
+        fprintf(stderr, "filo predict: %s\n", filo_last_error());
         return 1;
     }
-    char *text = NULL;
-    size_t len = 0, cap = 0, got;
-    char buf[4096];
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (len + got + 1 > cap) {
-            cap = 2 * (len + got + 1);
-            char *grown = realloc(text, cap);
-            if (!grown)
-                break;
-            text = grown;
-        }
-        memcpy(text + len, buf, got);
-        len += got;
-    }
-    fclose(f);
-    cJSON *j = text ? (text[len] = 0, cJSON_Parse(text)) : NULL;
+    cJSON *j = cJSON_Parse(text);
     free(text);
     cJSON *arch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "architectures"), 0);
     int rc = 1;
