@@ -103,6 +103,7 @@ typedef struct settings {
     size_t round;
     size_t small_max;
     size_t small_segment;
+    size_t max_reserved; /* 0: no limit */
     bool disable_cache;
 } settings;
 
@@ -189,6 +190,7 @@ static filo_status parse_settings(settings *cfg)
     cfg->max_split = SIZE_MAX;
     cfg->round = 2 * MIB;
     cfg->small_max = MIB;
+    cfg->max_reserved = 0;
     cfg->disable_cache = false;
 
     const char *conf = getenv("FILO_ALLOC_CONF");
@@ -219,10 +221,13 @@ static filo_status parse_settings(settings *cfg)
         } else if (klen == 12 && !memcmp(p, "small_max_kb", klen)) {
             FILO_TRY(parse_size("small_max_kb", val, vlen, 1, 32768, &v));
             cfg->small_max = round_up(v * KIB, MIN_BLOCK);
+        } else if (klen == 15 && !memcmp(p, "max_reserved_mb", klen)) {
+            FILO_TRY(parse_size("max_reserved_mb", val, vlen, 1, MAX_REQUEST / MIB, &v));
+            cfg->max_reserved = v * MIB;
         } else {
             return FILO_FAIL(FILO_ERR_INVALID_ARG,
                              "FILO_ALLOC_CONF: unknown key '%.*s' (known: max_split_size_mb, "
-                             "round_mb, small_max_kb)",
+                             "round_mb, small_max_kb, max_reserved_mb)",
                              (int)klen, p);
         }
         p += strcspn(p, ",");
@@ -714,6 +719,8 @@ static size_t segment_size(const filo_caching_alloc *a, int pool, size_t size)
 static filo_status raw_alloc(filo_caching_alloc *a, size_t bytes, void **ptr)
 {
     *ptr = NULL;
+    if (a->cfg.max_reserved && a->st.reserved_bytes + bytes > a->cfg.max_reserved)
+        return FILO_FAIL(FILO_ERR_OOM, "'%s' would hold more than max_reserved_mb (FILO_ALLOC_CONF)", a->name);
     filo_status st = a->ops.alloc(a->ops.ctx, bytes, ptr);
     if (st == FILO_OK && (uintptr_t)*ptr % FILO_ALLOC_ALIGN) {
         a->ops.free(a->ops.ctx, *ptr);

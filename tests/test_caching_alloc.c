@@ -676,6 +676,7 @@ Test(caching_alloc, malformed_settings_are_rejected)
         {"small_max_kb:99999999999999999999999", "small_max_kb"},
         {"small_max_kb:1k", "small_max_kb:1k"},
         {"round_mb:2,colour:blue", "unknown key 'colour'"},
+        {"max_reserved_mb:0", "max_reserved_mb:0 is out of range"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cr_assert_eq(create_with_conf(bad[i].conf), FILO_ERR_INVALID_ARG, "%s accepted",
@@ -716,6 +717,24 @@ Test(caching_alloc, settings_take_effect)
     cr_assert_eq(near, big, "an oversize request takes an oversize block wasting < 20 MiB");
     cr_assert_eq(filo_caching_alloc_block_size(a, near), 100 * MIB, "and does not split it");
     cr_assert_eq(f.allocs, raw + 1);
+    filo_caching_alloc_destroy(a);
+    fake_fini(&f);
+}
+
+Test(caching_alloc, max_reserved_caps_what_the_backend_gives)
+{
+    setenv("FILO_ALLOC_CONF", "max_reserved_mb:30", 1);
+    fake f = {0};
+    filo_caching_alloc *a = make(&f, 0);
+    void *first = must_malloc(a, 12 * MIB, NULL);
+    void *p = NULL;
+    cr_assert_eq(filo_caching_alloc_malloc(a, 20 * MIB, NULL, &p), FILO_ERR_OOM, "12 + 20 MiB is over 30");
+    cr_assert_null(p);
+    cr_assert(strstr(filo_last_error(), "out of memory"), "%s", filo_last_error());
+    must_free(a, first);
+    p = must_malloc(a, 20 * MIB, NULL); /* the cached 12 MiB went back to the backend first */
+    cr_assert_leq(stats_of(a).reserved_bytes, 30 * MIB);
+    must_free(a, p);
     filo_caching_alloc_destroy(a);
     fake_fini(&f);
 }

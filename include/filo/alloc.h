@@ -29,6 +29,11 @@
  *     small_max_kb:N       requests up to N KiB are served from the small pool, carved out of
  *                          segments of max(2 MiB, 2 N KiB). 1 <= N <= 32768; default 1024.
  *                          Requests between that and 10 MiB share 20 MiB segments.
+ *     max_reserved_mb:N    the allocator holds at most N MiB from the backend; a request past
+ *                          that fails as out of memory does (after the cache is returned), as
+ *                          torch.cuda.set_per_process_memory_fraction makes PyTorch's. Shares a
+ *                          GPU with other processes, and lets tests reach out-of-memory paths.
+ *                          Default: no limit.
  *   FILO_ALLOC_DISABLE_CACHE=1  every free goes straight back to the backend and every request
  *                          to the backend: slow, but lets memory checkers see each tensor.
  *                          Accepted values: 0, 1.
