@@ -122,11 +122,12 @@ static void usage(FILE *f)
                "         fine-tune BERT on a labelled TSV/CSV/JSONL file, keeping the best epoch\n"
                "  predict --model DIR --input FILE|- [--output FILE]\n"
                "         one JSON object of predictions per input\n"
+               "  tokenize --vocab FILE [--cased] [--max-len N] [--pair]\n"
+               "         the BERT token ids of each line of standard input\n"
                "  info   list the devices filo can use\n"
                "  tour   run the runtime on every device: random draws, copies, allocator stats\n"
                "  bench kernels [--device D] [--quick] ...\n"
-               "         time each fused kernel and key op against the machine's measured ceilings\n"
-               "  tokenize --vocab FILE [--cased] [--max-len N] [--pair]   stdin lines to BERT token ids\n");
+               "         time each fused kernel and key op against the machine's measured ceilings\n");
 }
 
 int main(int argc, char **argv)
