@@ -6,7 +6,6 @@
  * round trips and config.json's keys, config.json errors, presets' parameter counts. */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,31 +442,10 @@ Test(bert_parity, adamw_ten_steps)
 
 static char tmpdir[64];
 
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/filo-bert-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL);
-}
+static void remove_tmpdir(void) { filo_test_remove_dir(tmpdir); }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) != 0)
-            remove_tree(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
+static void make_tmpdir(void) { filo_test_make_tmpdir(tmpdir, sizeof tmpdir, "bert"); }
 
-static void remove_tmpdir(void) { remove_tree(tmpdir); }
 
 static const char *tmp_path(const char *name)
 {

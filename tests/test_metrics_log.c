@@ -17,11 +17,9 @@
 
 static char tmpdir[64];
 
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/filo-mlog-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL);
-}
+static void remove_tmpdir(void) { filo_test_remove_dir(tmpdir); }
+
+static void make_tmpdir(void) { filo_test_make_tmpdir(tmpdir, sizeof tmpdir, "mlog"); }
 
 static int dir_entries(void)
 {
@@ -32,22 +30,6 @@ static int dir_entries(void)
     if (d)
         closedir(d);
     return n;
-}
-
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(tmpdir);
 }
 
 TestSuite(metrics_log, .init = make_tmpdir, .fini = remove_tmpdir);

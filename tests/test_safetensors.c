@@ -14,27 +14,9 @@
 
 static char tmpdir[64];
 
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/filo-st-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL);
-}
+static void remove_tmpdir(void) { filo_test_remove_dir(tmpdir); }
 
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(tmpdir);
-}
+static void make_tmpdir(void) { filo_test_make_tmpdir(tmpdir, sizeof tmpdir, "st"); }
 
 TestSuite(safetensors, .init = make_tmpdir, .fini = remove_tmpdir);
 

@@ -3,7 +3,6 @@
  * newlines (rows after them keep their true line numbers), JSONL with every kind of value, TEXT;
  * a byte-order mark, CRLF, blank lines and a last line without a newline; format detection; every
  * error with the file:line it names, and the same rows counted and left out with skip_bad. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,27 +12,9 @@
 
 static char tmpdir[64];
 
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/filo-table-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL);
-}
+static void remove_tmpdir(void) { filo_test_remove_dir(tmpdir); }
 
-static void remove_tmpdir(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(tmpdir);
-}
+static void make_tmpdir(void) { filo_test_make_tmpdir(tmpdir, sizeof tmpdir, "table"); }
 
 TestSuite(table, .init = make_tmpdir, .fini = remove_tmpdir);
 

@@ -29,33 +29,9 @@
 
 static char tmpdir[64];
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            struct stat sb;
-            if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-                remove_dir(p);
-            else
-                unlink(p);
-        }
-    closedir(d);
-    rmdir(dir);
-}
+static void make_tmpdir(void) { filo_test_make_tmpdir(tmpdir, sizeof tmpdir, "ckpt"); }
 
-static void make_tmpdir(void)
-{
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/filo-ckpt-XXXXXX");
-    cr_assert(mkdtemp(tmpdir) != NULL);
-}
-
-static void cleanup(void) { remove_dir(tmpdir); }
+static void cleanup(void) { filo_test_remove_dir(tmpdir); }
 
 TestSuite(train_checkpoint, .init = make_tmpdir, .fini = cleanup);
 

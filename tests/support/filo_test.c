@@ -1,7 +1,12 @@
+#define _POSIX_C_SOURCE 200809L
 #include "filo_test.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int filo_test_backends(filo_device *out)
 {
@@ -55,4 +60,30 @@ double *filo_test_download(const filo_tensor *t)
     double *v = malloc(sizeof(double) * (size_t)(n + 1));
     FILO_CHECK(filo_tensor_to_host_as(t, FILO_F64, v, sizeof(double) * (size_t)n));
     return v;
+}
+
+void filo_test_make_tmpdir(char *dir, size_t size, const char *tag)
+{
+    snprintf(dir, size, "/tmp/filo-%s-XXXXXX", tag);
+    cr_assert(mkdtemp(dir) != NULL, "mkdtemp %s", dir);
+}
+
+void filo_test_remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[512];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            struct stat sb;
+            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+                filo_test_remove_dir(p);
+            else
+                unlink(p);
+        }
+    closedir(d);
+    rmdir(dir);
 }

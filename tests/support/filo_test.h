@@ -3,6 +3,7 @@
 #define FILO_TEST_H
 
 #include <criterion/criterion.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "filo/filo.h"
@@ -40,5 +41,10 @@ double *filo_test_download(const filo_tensor *t);
 
 /* Deterministic pseudo-random doubles in [lo, hi), none of them zero. */
 void filo_test_fill_random(double *v, int64_t n, uint64_t seed, double lo, double hi);
+
+/* A fresh directory /tmp/filo-<tag>-XXXXXX written into dir (64 bytes are enough); asserts. */
+void filo_test_make_tmpdir(char *dir, size_t size, const char *tag);
+/* Removes dir and everything below it. */
+void filo_test_remove_dir(const char *dir);
 
 #endif
