@@ -48,6 +48,8 @@ const char *filo_status_name(filo_status status)
     case FILO_ERR_UNSUPPORTED: return "FILO_ERR_UNSUPPORTED";
     case FILO_ERR_STATE: return "FILO_ERR_STATE";
     case FILO_ERR_INTERNAL: return "FILO_ERR_INTERNAL";
+    case FILO_ERR_TIMEOUT: return "FILO_ERR_TIMEOUT";
+    case FILO_ERR_COMM: return "FILO_ERR_COMM";
     }
     return "FILO_ERR_UNKNOWN";
 }

@@ -18,7 +18,9 @@ typedef enum filo_status {
     FILO_ERR_FORMAT,       /* a malformed file or header */
     FILO_ERR_UNSUPPORTED,  /* valid, but not implemented for this case */
     FILO_ERR_STATE,        /* the call is not valid in the object's current state (double free...) */
-    FILO_ERR_INTERNAL      /* a bug in filo */
+    FILO_ERR_INTERNAL,     /* a bug in filo */
+    FILO_ERR_TIMEOUT,      /* a collective or a rendezvous did not finish within its deadline */
+    FILO_ERR_COMM          /* another rank failed, disconnected, or disagrees (shapes, order) */
 } filo_status;
 
 /* The message of the last failed filo call on this thread: what failed and where.
