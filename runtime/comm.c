@@ -376,7 +376,7 @@ static void *watchdog_main(void *arg)
         if (!comm->broken)
             timed_wait(&comm->watch_cv, &comm->lock, comm_now() + WATCHDOG_PERIOD_S);
         filo_status qs = FILO_OK;
-        char qerr[MESSAGE_MAX] = "";
+        char qerr[MESSAGE_MAX / 2] = "";
         filo_comm_work *late = sweep_locked(comm, &qs, qerr, sizeof qerr);
         if (comm->broken && comm->inflight) {
             /* Broken elsewhere (a host collective, a failed start): nothing more will be issued,

@@ -394,6 +394,8 @@ void comm_nccl_abort(comm_nccl *n)
     if (!n || n->aborted)
         return;
     n->aborted = 1;
+    /* The watchdog calls this from its own thread, whose current device may be another. */
+    cudaSetDevice(n->device);
     ncclCommAbort(n->comm);
 }
 

@@ -15,8 +15,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "filo/dist.h"
 #include "filo_test.h"
+
+/* In the forked ranks, where Criterion's asserts cannot be used. */
+#define FILO_TRY_TEST(expr)                \
+    do {                                   \
+        filo_status try_s_ = (expr);       \
+        if (try_s_ != FILO_OK)             \
+            return try_s_;                 \
+    } while (0)
 
 static const char *const launch_vars[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
                                           "OMPI_COMM_WORLD_LOCAL_SIZE", "RANK", "WORLD_SIZE", "LOCAL_RANK",
@@ -361,4 +370,434 @@ Test(dist, env_detect_malformed)
     }
     FILO_CHECK_FAILS(filo_dist_env_detect(NULL), FILO_ERR_INVALID_ARG, "must not be NULL");
     clear_launch_env();
+}
+
+/* ---- forked worlds over TCP ---- */
+
+#define MAX_WORLD 3
+/* Collectives of the worlds that do not test deadlines get this long. */
+#define WORLD_TIMEOUT_S 20.0
+
+typedef struct world_args {
+    filo_device dev;
+    double timeout_s;
+    int victim; /* the rank that sleeps past the timeout or dies */
+} world_args;
+
+typedef struct rank_result {
+    int status; /* the body's filo_status; -1: the process died before reporting */
+    double seconds;
+    char msg[2048];
+} rank_result;
+
+typedef filo_status (*rank_body)(filo_comm *comm, const world_args *a);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* The child: joins the world the way a user's program does (environment, detect, init), runs
+ * the body and reports through the pipe. Never returns. */
+static void run_rank(int rank, int world, int port, rank_body body, const world_args *a, int out)
+{
+    char num[16];
+    clear_launch_env();
+    snprintf(num, sizeof num, "%d", rank);
+    setenv("RANK", num, 1);
+    snprintf(num, sizeof num, "%d", world);
+    setenv("WORLD_SIZE", num, 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    snprintf(num, sizeof num, "%d", port);
+    setenv("MASTER_PORT", num, 1);
+    double t0 = now_s();
+    filo_dist_env env;
+    filo_comm *comm = NULL;
+    filo_comm_options opts = {a->timeout_s, WORLD_TIMEOUT_S};
+    filo_status s = filo_dist_env_detect(&env);
+    if (s == FILO_OK)
+        s = filo_comm_init(&env, a->dev, &opts, &comm);
+    if (s == FILO_OK)
+        s = body(comm, a);
+    rank_result r = {.status = (int)s, .seconds = now_s() - t0};
+    snprintf(r.msg, sizeof r.msg, "%s", s != FILO_OK ? filo_last_error() : "");
+    filo_comm_free(comm);
+    ssize_t n = write(out, &r, sizeof r);
+    _exit(n == (ssize_t)sizeof r ? 0 : 1);
+}
+
+static void world_run_once(int world, int port, rank_body body, const world_args *a, rank_result *res)
+{
+    pid_t pid[MAX_WORLD];
+    int fds[MAX_WORLD][2];
+    for (int r = 0; r < world; r++) {
+        res[r] = (rank_result){.status = -1, .msg = "not started"};
+        cr_assert_eq(pipe(fds[r]), 0);
+        pid[r] = fork();
+        cr_assert_geq(pid[r], 0);
+        if (pid[r] == 0) {
+            close(fds[r][0]);
+            run_rank(r, world, port, body, a, fds[r][1]);
+        }
+        close(fds[r][1]);
+    }
+    /* A hung rank must not hang the test. */
+    double until = now_s() + 60.0;
+    for (int r = 0; r < world; r++) {
+        int wstatus = 0;
+        while (waitpid(pid[r], &wstatus, WNOHANG) == 0) {
+            if (now_s() > until) {
+                kill(pid[r], SIGKILL);
+                waitpid(pid[r], &wstatus, 0);
+                break;
+            }
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+        rank_result got;
+        if (read(fds[r][0], &got, sizeof got) == (ssize_t)sizeof got)
+            res[r] = got;
+        else
+            snprintf(res[r].msg, sizeof res[r].msg, "rank %d died or hung (wait status %d)", r, wstatus);
+        close(fds[r][0]);
+    }
+}
+
+/* Another process may take the probed port before rank 0 binds it: then run on another. */
+static void world_run(int world, rank_body body, const world_args *a, rank_result *res)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        world_run_once(world, free_port(), body, a, res);
+        if (!(res[0].status != FILO_OK && strstr(res[0].msg, "in use")))
+            return;
+    }
+}
+
+static void expect_all_ok(int world, const rank_result *res, const char *what)
+{
+    for (int r = 0; r < world; r++)
+        cr_assert_eq(res[r].status, FILO_OK, "%s: rank %d: %s: %s", what, r,
+                     res[r].status < 0 ? "died" : filo_status_name((filo_status)res[r].status), res[r].msg);
+}
+
+/* ---- bodies (they run in the children: no cr_assert there, a status and a message instead) ---- */
+
+static filo_status mismatch(const char *what, int64_t i, double got, double want)
+{
+    return filo_error_set(FILO_ERR_INTERNAL, "test", "%s: element %lld is %g, expected %g", what, (long long)i, got, want);
+}
+
+static filo_status compare(const filo_tensor *t, const double *want, int64_t n, double tol, const char *what)
+{
+    double *got = malloc(sizeof(double) * (size_t)(n + 1));
+    filo_status s = filo_tensor_to_host_as(t, FILO_F64, got, sizeof(double) * (size_t)n);
+    for (int64_t i = 0; s == FILO_OK && i < n; i++)
+        if (fabs(got[i] - want[i]) > tol * fmax(1.0, fabs(want[i])))
+            s = mismatch(what, i, got[i], want[i]);
+    free(got);
+    return s;
+}
+
+static filo_status upload(filo_device dev, filo_dtype dt, int64_t n, const double *v, filo_tensor **out)
+{
+    void *host = malloc((size_t)(n + 1) * 8);
+    filo_status s = filo_convert(v, FILO_F64, host, dt, (size_t)n);
+    if (s == FILO_OK)
+        s = filo_tensor_from_host(dev, dt, 1, &n, host, out);
+    free(host);
+    return s;
+}
+
+static double tolerance(filo_dtype dt)
+{
+    switch (dt) {
+    case FILO_F32: return 1e-5;
+    case FILO_F64: return 1e-12;
+    case FILO_BF16: return 1e-2;
+    case FILO_F16: return 1e-3;
+    default: return 0;
+    }
+}
+
+/* What the all-reduce of every rank's fill_values(seed) gives. */
+static void expected_reduce(double *want, int64_t n, uint64_t seed, filo_dtype dt, filo_reduce_op op, int world)
+{
+    double *v = malloc(sizeof(double) * (size_t)n);
+    for (int r = 0; r < world; r++) {
+        fill_values(v, n, seed * 31 + (uint64_t)r, dt);
+        for (int64_t i = 0; i < n; i++) {
+            if (r == 0)
+                want[i] = v[i];
+            else if (op == FILO_REDUCE_MAX)
+                want[i] = fmax(want[i], v[i]);
+            else if (op == FILO_REDUCE_MIN)
+                want[i] = fmin(want[i], v[i]);
+            else
+                want[i] += v[i];
+        }
+    }
+    if (op == FILO_REDUCE_AVG)
+        for (int64_t i = 0; i < n; i++)
+            want[i] = filo_dtype_is_float(dt) ? want[i] / world : trunc(want[i] / world);
+    free(v);
+}
+
+/* Every collective of every dtype on the communicator's device (and CPU tensors on a device
+ * communicator), random odd sizes, against the values computed here. */
+static filo_status body_collectives(filo_comm *comm, const world_args *a)
+{
+    int rank = filo_comm_rank(comm), world = filo_comm_size(comm);
+    filo_dtype dts[6];
+    int nd = dtypes_for(a->dev, dts);
+    filo_device places[2] = {a->dev, filo_cpu()};
+    int nplaces = a->dev.type == FILO_DEVICE_CUDA ? 2 : 1;
+    filo_status s = FILO_OK;
+    double v[301], want[301 * MAX_WORLD];
+    for (int p = 0; p < nplaces && s == FILO_OK; p++) {
+        for (int d = 0; d < nd && s == FILO_OK; d++) {
+            filo_dtype dt = dts[d];
+            if (places[p].type == FILO_DEVICE_CPU && (dt == FILO_BF16 || dt == FILO_F16))
+                continue;
+            int64_t n = 97 + 2 * d;
+            for (int op = FILO_REDUCE_SUM; op <= FILO_REDUCE_MIN && s == FILO_OK; op++) {
+                uint64_t seed = (uint64_t)(100 * p + 10 * d + op);
+                fill_values(v, n, seed * 31 + (uint64_t)rank, dt);
+                filo_tensor *t = NULL;
+                s = upload(places[p], dt, n, v, &t);
+                if (s == FILO_OK)
+                    s = filo_all_reduce(comm, t, (filo_reduce_op)op);
+                expected_reduce(want, n, seed, dt, (filo_reduce_op)op, world);
+                if (s == FILO_OK)
+                    s = compare(t, want, n, tolerance(dt), "all_reduce");
+                filo_tensor_free(t);
+            }
+            /* broadcast from the last rank */
+            filo_tensor *t = NULL, *out = NULL;
+            fill_values(v, n, 77 + (uint64_t)rank, dt);
+            if (s == FILO_OK)
+                s = upload(places[p], dt, n, v, &t);
+            if (s == FILO_OK)
+                s = filo_broadcast(comm, t, world - 1);
+            fill_values(want, n, 77 + (uint64_t)(world - 1), dt);
+            if (s == FILO_OK)
+                s = compare(t, want, n, 0, "broadcast");
+            /* all_gather: every rank's values in rank order */
+            int64_t total = n * world;
+            if (s == FILO_OK)
+                s = filo_tensor_zeros(places[p], dt, 1, &total, &out);
+            if (s == FILO_OK)
+                s = filo_all_gather(comm, t, out);
+            for (int r = 0; r < world; r++)
+                fill_values(want + r * n, n, 77 + (uint64_t)(world - 1), dt);
+            if (s == FILO_OK)
+                s = compare(out, want, total, 0, "all_gather");
+            filo_tensor_free(t);
+            filo_tensor_free(out);
+        }
+    }
+    return s;
+}
+
+/* Four collectives in flight at once (device and CPU tensors mixed), waited in reverse order;
+ * then the byte collectives, a varied gather and a barrier. */
+static filo_status body_in_flight(filo_comm *comm, const world_args *a)
+{
+    int rank = filo_comm_rank(comm), world = filo_comm_size(comm);
+    filo_device cpu = filo_cpu();
+    enum { N = 4 };
+    int64_t n[N] = {33, 1001, 7, 65};
+    filo_device where[N] = {a->dev, cpu, a->dev, cpu};
+    filo_tensor *t[N] = {NULL};
+    filo_comm_work *w[N] = {NULL};
+    double v[1001], want[1001];
+    filo_status s = FILO_OK;
+    for (int i = 0; i < N && s == FILO_OK; i++) {
+        fill_values(v, n[i], (uint64_t)(500 + i) * 31 + (uint64_t)rank, FILO_F32);
+        s = upload(where[i], FILO_F32, n[i], v, &t[i]);
+    }
+    char label[32];
+    for (int i = 0; i < N && s == FILO_OK; i++) {
+        snprintf(label, sizeof label, "bucket %d", i);
+        s = i == 2 ? filo_broadcast_start(comm, t[i], 0, label, &w[i])
+                   : filo_all_reduce_start(comm, t[i], FILO_REDUCE_SUM, label, &w[i]);
+    }
+    for (int i = N - 1; i >= 0 && s == FILO_OK; i--) {
+        s = filo_comm_work_wait(w[i]);
+        if (s == FILO_OK && !filo_comm_work_done(w[i]) && where[i].type == FILO_DEVICE_CPU)
+            s = filo_error_set(FILO_ERR_INTERNAL, "test", "a waited CPU work is not done");
+        if (i == 2) {
+            fill_values(want, n[i], (uint64_t)(500 + i) * 31, FILO_F32);
+        } else {
+            expected_reduce(want, n[i], (uint64_t)(500 + i), FILO_F32, FILO_REDUCE_SUM, world);
+        }
+        if (s == FILO_OK)
+            s = compare(t[i], want, n[i], 1e-5, "in flight");
+    }
+    for (int i = 0; i < N; i++) {
+        filo_comm_work_free(w[i]);
+        filo_tensor_free(t[i]);
+    }
+    if (s != FILO_OK)
+        return s;
+
+    int64_t mine = 1000 + rank, all[MAX_WORLD];
+    FILO_TRY_TEST(filo_comm_all_gather_bytes(comm, &mine, sizeof mine, all));
+    for (int r = 0; r < world; r++)
+        if (all[r] != 1000 + r)
+            return mismatch("all_gather_bytes", r, (double)all[r], 1000 + r);
+    char word[16];
+    snprintf(word, sizeof word, "rank%d", rank);
+    FILO_TRY_TEST(filo_comm_broadcast_bytes(comm, word, sizeof word, world - 1));
+    char expect_word[16];
+    snprintf(expect_word, sizeof expect_word, "rank%d", world - 1);
+    if (strcmp(word, expect_word) != 0)
+        return filo_error_set(FILO_ERR_INTERNAL, "test", "broadcast_bytes gave '%s'", word);
+    /* Rank r sends 3r+1 bytes of 'a'+r (rank 0 one byte, the longest the last). */
+    char text[16];
+    memset(text, 'a' + rank, sizeof text);
+    void *gathered = NULL;
+    size_t lens[MAX_WORLD];
+    FILO_TRY_TEST(filo_comm_all_gather_varied(comm, text, (size_t)(3 * rank + 1), &gathered, lens));
+    const char *g = gathered;
+    for (int r = 0; r < world; r++) {
+        if (lens[r] != (size_t)(3 * r + 1))
+            s = mismatch("varied length", r, (double)lens[r], 3 * r + 1);
+        for (size_t i = 0; s == FILO_OK && i < lens[r]; i++)
+            if (g[i] != 'a' + r)
+                s = mismatch("varied byte", (int64_t)i, g[i], 'a' + r);
+        g += lens[r];
+    }
+    free(gathered);
+    if (s == FILO_OK)
+        s = filo_barrier(comm);
+    filo_comm_stats st;
+    filo_comm_stats_get(comm, &st);
+    /* 4 in flight, all_gather_bytes, broadcast_bytes, varied (2), barrier */
+    if (s == FILO_OK && st.collectives != 9)
+        s = mismatch("stats.collectives", 0, (double)st.collectives, 9);
+    return s;
+}
+
+/* The victim rank sleeps past the timeout before its all-reduce: the others' all-reduce fails
+ * with FILO_ERR_TIMEOUT naming this rank and the op, and their next call with FILO_ERR_COMM. */
+static filo_status body_timeout(filo_comm *comm, const world_args *a)
+{
+    int rank = filo_comm_rank(comm);
+    double v[41];
+    fill_values(v, 41, 9, FILO_F32);
+    filo_tensor *t = NULL;
+    FILO_TRY_TEST(upload(a->dev, FILO_F32, 41, v, &t));
+    if (rank == a->victim) {
+        struct timespec ts = {(time_t)(a->timeout_s * 2), 0};
+        nanosleep(&ts, NULL);
+    }
+    filo_comm_work *w = NULL;
+    filo_status s = filo_all_reduce_start(comm, t, FILO_REDUCE_SUM, "late bucket", &w);
+    if (s == FILO_OK)
+        s = filo_comm_work_wait(w);
+    filo_comm_work_free(w);
+    if (s != FILO_OK && rank != a->victim) {
+        char first[2048];
+        snprintf(first, sizeof first, "%s", filo_last_error());
+        filo_status next = filo_all_reduce(comm, t, FILO_REDUCE_SUM);
+        if (next != FILO_ERR_COMM || !strstr(filo_last_error(), "communicator is broken"))
+            s = filo_error_set(FILO_ERR_INTERNAL, "test", "the call after the failure gave %s: %s",
+                               filo_status_name(next), filo_last_error());
+        else
+            filo_error_set(s, "first failure", "%s", first);
+    }
+    filo_tensor_free(t);
+    return s;
+}
+
+/* The victim exits right after joining; the others' next collective fails at once. */
+static filo_status body_dead_peer(filo_comm *comm, const world_args *a)
+{
+    if (filo_comm_rank(comm) == a->victim)
+        _exit(0);
+    double v[19];
+    fill_values(v, 19, 4, FILO_F64);
+    filo_tensor *t = NULL;
+    FILO_TRY_TEST(upload(a->dev, FILO_F64, 19, v, &t));
+    filo_status s = filo_all_reduce(comm, t, FILO_REDUCE_MAX);
+    filo_tensor_free(t);
+    return s;
+}
+
+/* ---- the world tests ---- */
+
+Test(dist, world_of_three_collectives, .timeout = 240)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    for (int b = 0; b < nb && b < 2; b++) {
+        world_args a = {devs[b], WORLD_TIMEOUT_S, -1};
+        rank_result res[MAX_WORLD];
+        world_run(3, body_collectives, &a, res);
+        expect_all_ok(3, res, filo_test_backend_name(devs[b]));
+        cr_log_info("%s: 3 ranks, every collective and dtype: %.2f s", filo_test_backend_name(devs[b]), res[0].seconds);
+    }
+}
+
+Test(dist, world_of_two_in_flight_bytes_varied, .timeout = 240)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    for (int b = 0; b < nb && b < 2; b++) {
+        world_args a = {devs[b], WORLD_TIMEOUT_S, -1};
+        rank_result res[MAX_WORLD];
+        world_run(2, body_in_flight, &a, res);
+        expect_all_ok(2, res, filo_test_backend_name(devs[b]));
+    }
+}
+
+Test(dist, world_timeout_names_rank_and_op, .timeout = 240)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    for (int b = 0; b < nb && b < 2; b++) {
+        world_args a = {devs[b], 1.0, 1};
+        rank_result res[MAX_WORLD];
+        world_run(2, body_timeout, &a, res);
+        cr_log_info("%s: rank 0: %s", filo_test_backend_name(devs[b]), res[0].msg);
+        cr_log_info("%s: rank 1: %s", filo_test_backend_name(devs[b]), res[1].msg);
+        cr_assert_eq(res[0].status, FILO_ERR_TIMEOUT, "rank 0: %s: %s", filo_status_name((filo_status)res[0].status),
+                     res[0].msg);
+        cr_assert(strstr(res[0].msg, "rank 0: all_reduce #1 (late bucket"), "%s", res[0].msg);
+        cr_assert(res[1].status != FILO_OK && res[1].status != -1, "rank 1: %d %s", res[1].status, res[1].msg);
+        /* Rank 0 fails at its deadline (1 s), not at the grace's end or later. */
+        cr_assert(res[0].seconds < 8.0, "rank 0 took %.1f s", res[0].seconds);
+    }
+}
+
+Test(dist, world_dead_peer_fails_fast, .timeout = 240)
+{
+    filo_device devs[FILO_TEST_MAX_BACKENDS];
+    int nb = filo_test_backends(devs);
+    for (int b = 0; b < nb && b < 2; b++) {
+        world_args a = {devs[b], WORLD_TIMEOUT_S, 1};
+        rank_result res[MAX_WORLD];
+        world_run(3, body_dead_peer, &a, res);
+        cr_log_info("%s: rank 0: %s", filo_test_backend_name(devs[b]), res[0].msg);
+        for (int r = 0; r < 3; r += 2) {
+            cr_assert_eq(res[r].status, FILO_ERR_COMM, "rank %d: %s: %s", r, filo_status_name((filo_status)res[r].status),
+                         res[r].msg);
+            cr_assert(strstr(res[r].msg, "rank 1"), "rank %d: %s", r, res[r].msg);
+            cr_assert(res[r].seconds < WORLD_TIMEOUT_S / 2, "rank %d took %.1f s", r, res[r].seconds);
+        }
+        cr_assert_eq(res[1].status, -1);
+    }
 }
