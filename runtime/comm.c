@@ -197,7 +197,7 @@ static filo_status run_job(filo_comm *comm, const comm_host_job *j)
     comm_host *h = comm->host;
     if (comm_now() >= j->call.deadline) {
         char d[256];
-        return FILO_FAIL(FILO_ERR_TIMEOUT, "%s did not start within the %g s timeout (queued behind earlier collectives)",
+        return FILO_FAIL(FILO_ERR_TIMEOUT, "%s was still queued at its deadline (the %g s timeout)",
                          comm_call_describe(comm->rank, &j->call, d, sizeof d), comm->timeout_s);
     }
     switch (j->kind) {

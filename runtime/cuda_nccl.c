@@ -357,14 +357,14 @@ filo_status comm_nccl_all_reduce(comm_nccl *n, void *buf, size_t count, filo_dty
     if (!nccl_op(op, &red))
         return FILO_FAIL(FILO_ERR_INVALID_ARG, "%s: unknown reduce op %d", comm_call_describe(n->rank, call, d, sizeof d),
                          (int)op);
-    ncclResult_t r = ncclAllReduce(buf, buf, count, type, red, (cudaStream_t)stream, n->comm);
+    ncclResult_t r = ncclAllReduce(buf, buf, count, type, red, n->comm, (cudaStream_t)stream);
     return enqueued(n, r, "ncclAllReduce", call, __func__);
 }
 
 filo_status comm_nccl_broadcast(comm_nccl *n, void *buf, size_t bytes, int root, void *stream, const comm_call *call)
 {
     FILO_TRY(check_usable(n, call, __func__));
-    ncclResult_t r = ncclBroadcast(buf, buf, bytes, ncclUint8, root, (cudaStream_t)stream, n->comm);
+    ncclResult_t r = ncclBroadcast(buf, buf, bytes, ncclUint8, root, n->comm, (cudaStream_t)stream);
     return enqueued(n, r, "ncclBroadcast", call, __func__);
 }
 
@@ -372,7 +372,7 @@ filo_status comm_nccl_all_gather(comm_nccl *n, const void *in, size_t bytes, voi
                                  const comm_call *call)
 {
     FILO_TRY(check_usable(n, call, __func__));
-    ncclResult_t r = ncclAllGather(in, out, bytes, ncclUint8, (cudaStream_t)stream, n->comm);
+    ncclResult_t r = ncclAllGather(in, out, bytes, ncclUint8, n->comm, (cudaStream_t)stream);
     return enqueued(n, r, "ncclAllGather", call, __func__);
 }
 
