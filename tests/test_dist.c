@@ -381,7 +381,8 @@ Test(dist, env_detect_malformed)
 typedef struct world_args {
     filo_device dev;
     double timeout_s;
-    int victim; /* the rank that sleeps past the timeout or dies */
+    int victim;     /* the rank that sleeps past the timeout or dies */
+    int by_abort;   /* the victim dies through filo_comm_abort rather than exiting */
 } world_args;
 
 typedef struct rank_result {
@@ -723,11 +724,14 @@ static filo_status body_timeout(filo_comm *comm, const world_args *a)
     return s;
 }
 
-/* The victim exits right after joining; the others' next collective fails at once. */
+/* The victim exits (or aborts) right after joining; the others' next collective fails at once. */
 static filo_status body_dead_peer(filo_comm *comm, const world_args *a)
 {
-    if (filo_comm_rank(comm) == a->victim)
+    if (filo_comm_rank(comm) == a->victim) {
+        if (a->by_abort)
+            filo_comm_abort(comm, "the test aborts this rank");
         _exit(0);
+    }
     double v[19];
     fill_values(v, 19, 4, FILO_F64);
     filo_tensor *t = NULL;
@@ -744,7 +748,7 @@ Test(dist, world_of_three_collectives, .timeout = 240)
     filo_device devs[FILO_TEST_MAX_BACKENDS];
     int nb = filo_test_backends(devs);
     for (int b = 0; b < nb && b < 2; b++) {
-        world_args a = {devs[b], WORLD_TIMEOUT_S, -1};
+        world_args a = {devs[b], WORLD_TIMEOUT_S, -1, 0};
         rank_result res[MAX_WORLD];
         world_run(3, body_collectives, &a, res);
         expect_all_ok(3, res, filo_test_backend_name(devs[b]));
@@ -757,7 +761,7 @@ Test(dist, world_of_two_in_flight_bytes_varied, .timeout = 240)
     filo_device devs[FILO_TEST_MAX_BACKENDS];
     int nb = filo_test_backends(devs);
     for (int b = 0; b < nb && b < 2; b++) {
-        world_args a = {devs[b], WORLD_TIMEOUT_S, -1};
+        world_args a = {devs[b], WORLD_TIMEOUT_S, -1, 0};
         rank_result res[MAX_WORLD];
         world_run(2, body_in_flight, &a, res);
         expect_all_ok(2, res, filo_test_backend_name(devs[b]));
@@ -769,7 +773,7 @@ Test(dist, world_timeout_names_rank_and_op, .timeout = 240)
     filo_device devs[FILO_TEST_MAX_BACKENDS];
     int nb = filo_test_backends(devs);
     for (int b = 0; b < nb && b < 2; b++) {
-        world_args a = {devs[b], 1.0, 1};
+        world_args a = {devs[b], 1.0, 1, 0};
         rank_result res[MAX_WORLD];
         world_run(2, body_timeout, &a, res);
         cr_log_info("%s: rank 0: %s", filo_test_backend_name(devs[b]), res[0].msg);
@@ -787,11 +791,12 @@ Test(dist, world_dead_peer_fails_fast, .timeout = 240)
 {
     filo_device devs[FILO_TEST_MAX_BACKENDS];
     int nb = filo_test_backends(devs);
-    for (int b = 0; b < nb && b < 2; b++) {
-        world_args a = {devs[b], WORLD_TIMEOUT_S, 1};
+    for (int b = 0; b < 2 * nb && b < 4; b++) {
+        /* Odd rounds: the victim calls filo_comm_abort (which prints and closes its connections). */
+        world_args a = {devs[b / 2], WORLD_TIMEOUT_S, 1, b % 2};
         rank_result res[MAX_WORLD];
         world_run(3, body_dead_peer, &a, res);
-        cr_log_info("%s: rank 0: %s", filo_test_backend_name(devs[b]), res[0].msg);
+        cr_log_info("%s%s: rank 0: %s", filo_test_backend_name(devs[b / 2]), a.by_abort ? " (abort)" : "", res[0].msg);
         for (int r = 0; r < 3; r += 2) {
             cr_assert_eq(res[r].status, FILO_ERR_COMM, "rank %d: %s: %s", r, filo_status_name((filo_status)res[r].status),
                          res[r].msg);
