@@ -2,7 +2,7 @@
  * from mpirun's environment, a communicator on the CPU and one on each CUDA device (the emulator
  * in the filo_emu build, where the NCCL id exchange and every "NCCL" collective go over MPI),
  * every collective on random odd-sized data against values computed here, works in flight, the
- * byte and varied gathers and a barrier. A plain program, not a Criterion test: Criterion forks
+ * byte and varied gathers, a barrier, and a CPU and a CUDA communicator in use at once. A plain program, not a Criterion test: Criterion forks
  * every test, and an MPI process does not survive a fork. Exits 0 when every check passed. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -128,6 +128,39 @@ static void check_device(const filo_dist_env *env, filo_device dev)
     filo_comm_free(comm);
 }
 
+/* A CPU and a CUDA communicator alive together, collectives in flight on both: each has its
+ * own worker thread, so two threads call MPI at once, and both must progress (a lock held for a
+ * whole collective would deadlock here: each rank's turn could go to a different communicator). */
+static void check_two_at_once(const filo_dist_env *env)
+{
+    filo_comm *c[2] = {NULL, NULL};
+    filo_device dev[2] = {filo_cpu(), filo_cuda(0)};
+    filo_comm_options opts = {30.0, 30.0};
+    for (int k = 0; k < 2; k++)
+        CHECK_OK(filo_comm_init(env, dev[k], &opts, &c[k]));
+    if (!c[0] || !c[1]) {
+        filo_comm_free(c[0]);
+        filo_comm_free(c[1]);
+        return;
+    }
+    for (int round = 0; round < 20; round++) {
+        filo_tensor *t[2];
+        filo_comm_work *w[2] = {NULL, NULL};
+        for (int k = 0; k < 2; k++) {
+            t[k] = upload(filo_cpu(), FILO_F64, 3001, rank, round + k);
+            CHECK_OK(filo_all_reduce_start(c[k], t[k], FILO_REDUCE_SUM, "two at once", &w[k]));
+        }
+        for (int k = 1; k >= 0; k--) {
+            CHECK_OK(filo_comm_work_wait(w[k]));
+            filo_comm_work_free(w[k]);
+            expect(t[k], 3001, want_sum, round + k, "two communicators at once");
+            filo_tensor_free(t[k]);
+        }
+    }
+    filo_comm_free(c[1]);
+    filo_comm_free(c[0]);
+}
+
 int main(void)
 {
     filo_dist_env env;
@@ -144,6 +177,8 @@ int main(void)
     check_device(&env, filo_cpu());
     for (int i = 0; i < filo_cuda_device_count(); i++)
         check_device(&env, filo_cuda(i));
+    if (filo_cuda_device_count() > 0)
+        check_two_at_once(&env);
     if (failures) {
         fprintf(stderr, "rank %d: %d checks failed\n", rank, failures);
         return 1;
