@@ -3,7 +3,9 @@
  *
  * Threads. A worker thread is the CPU's collective stream: it runs host jobs in the order they
  * were started and is the only thread that calls the host transport after init, so transports
- * need no locks (and MPI only MPI_THREAD_SERIALIZED). A device communicator also has a watchdog
+ * need no locks. (Two communicators alive at once have two workers: both may call MPI together,
+ * and must both progress, so comm_mpi.c cannot hold a lock for a whole collective.) A device
+ * communicator also has a watchdog
  * thread: device collectives never block the host, so nobody else would notice one that hangs;
  * it polls their done events and NCCL's asynchronous error, and past the deadline aborts NCCL,
  * which unblocks the GPU, and marks the communicator broken.
