@@ -4,11 +4,12 @@
  * Threads. A worker thread is the CPU's collective stream: it runs host jobs in the order they
  * were started and is the only thread that calls the host transport after init, so transports
  * need no locks. (Two communicators alive at once have two workers: both may call MPI together,
- * and must both progress, so comm_mpi.c cannot hold a lock for a whole collective.) A device
- * communicator also has a watchdog
- * thread: device collectives never block the host, so nobody else would notice one that hangs;
- * it polls their done events and NCCL's asynchronous error, and past the deadline aborts NCCL,
- * which unblocks the GPU, and marks the communicator broken.
+ * and must both progress, so comm_mpi.c cannot hold a lock for a whole collective.)
+ *
+ * A device communicator also has a watchdog thread: device collectives never block the host, so
+ * nobody else would notice one that hangs; it polls their done events and NCCL's asynchronous
+ * error, and past the deadline aborts NCCL, which unblocks the GPU, and marks the communicator
+ * broken.
  *
  * Locks. `issue` serializes starts, so sequence numbers follow the order collectives are issued
  * (and the watchdog takes it around ncclCommAbort, which must not race an enqueue); `lock`
