@@ -44,6 +44,11 @@ typedef struct mpi_host {
  * wait for them. */
 static int orphans_pending;
 static int finalize_registered;
+/* The thread level MPI gave us, and the MPI transports open now: each communicator has its own
+ * worker thread, so two open at once call MPI from two threads, which needs MPI_THREAD_MULTIPLE
+ * (one alone needs only MPI_THREAD_SERIALIZED). */
+static int thread_level = MPI_THREAD_SINGLE;
+static int open_transports;
 
 static void finalize_at_exit(void)
 {
@@ -251,6 +256,7 @@ static void mpi_free(comm_host *base)
     MPI_Comm_free(&h->comm);
     free(h->stage);
     free(h);
+    __atomic_sub_fetch(&open_transports, 1, __ATOMIC_SEQ_CST);
 }
 
 static const comm_host_ops mpi_ops = {
@@ -284,7 +290,8 @@ static filo_status ensure_init(void)
         return FILO_FAIL(FILO_ERR_STATE, "MPI was already finalized in this process");
     MPI_Initialized(&initialized);
     if (!initialized) {
-        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
+        /* MULTIPLE when the library has it: a CPU and a device communicator may both be open. */
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
         if (rc != MPI_SUCCESS)
             return FILO_FAIL(FILO_ERR_COMM, "MPI_Init_thread failed (MPI error %d)", rc);
         if (!finalize_registered) {
@@ -300,6 +307,7 @@ static filo_status ensure_init(void)
                          "MPI_THREAD_SERIALIZED%s",
                          thread_level_name(provided),
                          initialized ? ": initialize MPI with MPI_Init_thread(..., MPI_THREAD_SERIALIZED, ...)" : "");
+    thread_level = provided;
     return FILO_OK;
 }
 
@@ -315,9 +323,18 @@ filo_status comm_mpi_open(const filo_dist_env *env, comm_host **out)
                          "the environment says rank %d of %d, but MPI says rank %d of %d: launch every rank with "
                          "the same mpirun",
                          env->rank, env->world_size, rank, size);
+    if (__atomic_add_fetch(&open_transports, 1, __ATOMIC_SEQ_CST) > 1 && thread_level < MPI_THREAD_MULTIPLE) {
+        __atomic_sub_fetch(&open_transports, 1, __ATOMIC_SEQ_CST);
+        return FILO_FAIL(FILO_ERR_UNSUPPORTED,
+                         "rank %d: a second communicator over MPI needs MPI_THREAD_MULTIPLE, and this MPI provides "
+                         "%s: free the first one, or use one communicator",
+                         rank, thread_level_name(thread_level));
+    }
     mpi_host *h = calloc(1, sizeof *h);
-    if (!h)
+    if (!h) {
+        __atomic_sub_fetch(&open_transports, 1, __ATOMIC_SEQ_CST);
         return FILO_FAIL(FILO_ERR_OOM, "out of host memory");
+    }
     h->base = (comm_host){.ops = &mpi_ops, .rank = rank, .world = size};
     h->orphan = MPI_REQUEST_NULL;
     int rc = MPI_Comm_dup(MPI_COMM_WORLD, &h->comm);
@@ -328,6 +345,7 @@ filo_status comm_mpi_open(const filo_dist_env *env, comm_host **out)
         int len = 0;
         MPI_Error_string(rc, text, &len);
         free(h);
+        __atomic_sub_fetch(&open_transports, 1, __ATOMIC_SEQ_CST);
         return FILO_FAIL(FILO_ERR_COMM, "rank %d: MPI_Comm_dup of MPI_COMM_WORLD failed: %s", rank, text);
     }
     *out = &h->base;

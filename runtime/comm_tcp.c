@@ -429,7 +429,7 @@ static filo_status collect_headers(tcp_host *h, const wire_hdr *mine, const comm
     return tcp_run(h, x, w - 1, call);
 }
 
-/* Rank 0 answers peers [from, world) except `skip` with the same payload. */
+/* Rank 0 answers every peer but `skip` with the same payload. */
 static filo_status reply_all(tcp_host *h, int skip, const void *payload, size_t len, const comm_call *call)
 {
     int w = h->base.world, n = 0;
@@ -522,9 +522,12 @@ static filo_status tcp_all_reduce(comm_host *base, void *buf, size_t count, filo
 {
     tcp_host *h = (tcp_host *)base;
     FILO_TRY(usable(h, call));
+    if (dt != FILO_F32 && dt != FILO_F64 && dt != FILO_I32 && dt != FILO_I64)
+        return FILO_FAIL(FILO_ERR_DTYPE, "TCP all_reduce of %s: host collectives take f32, f64, i32 and i64",
+                         filo_dtype_name(dt));
     size_t esize = filo_dtype_size(dt);
-    if (esize == 0 || count > SIZE_MAX / esize)
-        return FILO_FAIL(FILO_ERR_INVALID_ARG, "all_reduce of %zu elements of dtype %d", count, (int)dt);
+    if (count > SIZE_MAX / esize)
+        return FILO_FAIL(FILO_ERR_INVALID_ARG, "all_reduce of %zu elements of %s", count, filo_dtype_name(dt));
     size_t total = count * esize;
     wire_hdr mine = hdr_make(K_ALL_REDUCE, call, total);
     mine.dtype = (int32_t)dt;
@@ -829,8 +832,17 @@ static filo_status accept_all(tcp_host *h, int lfd, double deadline, double seco
             }
         }
     }
-    for (int i = 0; i < npend; i++)
+    /* Ranks still in their handshake hear the reason too. Their input is read first: closing a
+     * socket with unread input resets it, and the reset can drop the answer. */
+    for (int i = 0; i < npend; i++) {
+        if (st != FILO_OK) {
+            unsigned char sink[HELLO_SIZE];
+            while (recv(pend[i].fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+                ;
+            hello_answer(pend[i].fd, st, filo_last_error());
+        }
         close(pend[i].fd);
+    }
     return st;
 }
 

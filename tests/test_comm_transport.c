@@ -163,6 +163,13 @@ static void fill(void *buf, filo_dtype dt, size_t n, uint64_t seed, int rank)
     }
 }
 
+/* Non-zero bytes, for the collectives that move bytes. */
+static void fill_bytes(unsigned char *p, size_t n, uint64_t seed, int rank)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(mix(seed * 1000003u + (uint64_t)rank * 7919u + mix(i)) | 1);
+}
+
 #define EXPECT_LOOP(T)                                                                            \
     do {                                                                                          \
         T *a = acc;                                                                               \
@@ -251,6 +258,14 @@ static filo_status all_reduce_matrix(const filo_dist_env *env, void *arg)
         if (st == FILO_OK)
             st = h->ops->barrier(h, &b);
     }
+    /* Host collectives take four dtypes; a bf16 one is refused before anything is sent. */
+    uint16_t half[3] = {1, 2, 3};
+    comm_call c = call_of("all_reduce", ++seq, sizeof half, CALL_SECONDS);
+    if (st == FILO_OK && h->ops->all_reduce(h, half, 3, FILO_BF16, FILO_REDUCE_SUM, &c) != FILO_ERR_DTYPE)
+        st = check_failed("a bf16 all_reduce was not refused with FILO_ERR_DTYPE");
+    comm_call b = call_of("barrier", ++seq, 0, CALL_SECONDS);
+    if (st == FILO_OK)
+        st = h->ops->barrier(h, &b);
     free(buf);
     free(want);
     h->ops->free(h);
@@ -282,8 +297,7 @@ static filo_status broadcast_gather_barrier(const filo_dist_env *env, void *arg)
     const size_t bytes = 1001;
     unsigned char buf[1001], want[1001];
     for (int root = 0; root < w && st == FILO_OK; root++) {
-        fill(want, FILO_I32, bytes / 4, 7 + (uint64_t)root, root);
-        memset(want + bytes / 4 * 4, 0x5a + root, bytes % 4);
+        fill_bytes(want, bytes, 7, root);
         if (me == root)
             memcpy(buf, want, bytes);
         else
@@ -299,10 +313,8 @@ static filo_status broadcast_gather_barrier(const filo_dist_env *env, void *arg)
     }
     const size_t per = 777;
     unsigned char in[777], out[777 * MAX_WORLD], all[777 * MAX_WORLD];
-    for (int r = 0; r < w; r++) {
-        fill(all + r * per, FILO_F32, per / 4, 99, r);
-        memset(all + r * per + per / 4 * 4, r + 1, per % 4);
-    }
+    for (int r = 0; r < w; r++)
+        fill_bytes(all + r * per, per, 99, r);
     memcpy(in, all + (size_t)me * per, per);
     memset(out, 0xCD, sizeof out);
     comm_call g = call_of("all_gather", ++seq, per, CALL_SECONDS);
@@ -618,4 +630,19 @@ Test(comm_transport, tcp_port_in_use_is_a_clear_error, .timeout = 30)
     world_run_once(2, free_port(), only_rank0, bind_busy, NULL, res);
     const char *words[] = {"cannot listen on 127.0.0.1:", "in use", "MASTER_PORT", NULL};
     expect_fail(0, res, FILO_ERR_COMM, words);
+}
+
+/* A build without MPI refuses an mpirun launch and says what to install. (With MPI, the
+ * transport runs under mpirun in tests/dist/mpi_transport_check.c instead: MPI does not survive
+ * Criterion's fork.) */
+Test(comm_transport, mpi_without_mpi_says_what_to_install)
+{
+    if (comm_mpi_available())
+        cr_skip_test("this build has MPI: ctest mpi/transport covers the MPI transport");
+    filo_dist_env env = {.launcher = FILO_LAUNCH_MPI, .rank = 0, .world_size = 2};
+    comm_host *h = (comm_host *)&env;
+    cr_assert_eq(comm_mpi_open(&env, &h), FILO_ERR_UNSUPPORTED);
+    cr_assert_null(h);
+    cr_assert(strstr(filo_last_error(), "built without MPI") && strstr(filo_last_error(), "libopenmpi-dev"), "%s",
+              filo_last_error());
 }
