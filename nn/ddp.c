@@ -106,7 +106,7 @@ static filo_status bucket_launch(filo_ddp *d, int index, int in_backward)
     FILO_TRY(bucket_pack(d, b));
     char label[32];
     snprintf(label, sizeof label, "bucket %d", index);
-    FILO_TRY(filo_all_reduce_start(d->comm, b->flat, FILO_COMM_AVG, label, &b->work));
+    FILO_TRY(filo_all_reduce_start(d->comm, b->flat, FILO_REDUCE_AVG, label, &b->work));
     if (d->launched == 0 && d->step_t0 == 0)
         d->step_t0 = now_s();
     b->ev = (filo_ddp_trace_event){.bucket = index,

@@ -238,7 +238,7 @@ int main(int argc, char **argv)
     g_rank = env.rank;
     filo_device dev;
     OK(filo_device_parse(argc > 1 ? argv[1] : "cpu", &dev));
-    filo_comm_options copts = {.timeout_s = 120};
+    filo_reduce_options copts = {.timeout_s = 120};
     filo_comm *comm;
     OK(filo_comm_init(&env, dev, &copts, &comm));
     const int rank = filo_comm_rank(comm), world = filo_comm_size(comm);
