@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "filo/device.h"
+#include "filo/reduce.h"
 #include "filo/status.h"
 #include "filo/tensor.h"
 
@@ -86,12 +87,10 @@ const char *filo_comm_host_backend(const filo_comm *comm);
 const char *filo_comm_device_backend(const filo_comm *comm);
 double filo_comm_timeout(const filo_comm *comm);
 
-typedef enum filo_reduce_op {
-    FILO_REDUCE_SUM = 0,
-    FILO_REDUCE_AVG, /* the sum divided by the world size */
-    FILO_REDUCE_MAX,
-    FILO_REDUCE_MIN,
-} filo_reduce_op;
+/* The ops are filo/reduce.h's filo_reduce_op (one type for both, so filo.h can include both
+ * headers): SUM, MAX, MIN, and AVG, the sum divided by the world size (reduce.h's MEAN over the
+ * ranks). */
+#define FILO_REDUCE_AVG FILO_REDUCE_MEAN
 
 /* Asynchronous collectives: each returns a work handle at once (the collective is enqueued, see
  * Streams above). Tensors must be contiguous, on the CPU or on the communicator's device, and
