@@ -238,7 +238,7 @@ int main(int argc, char **argv)
     g_rank = env.rank;
     filo_device dev;
     OK(filo_device_parse(argc > 1 ? argv[1] : "cpu", &dev));
-    filo_reduce_options copts = {.timeout_s = 120};
+    filo_comm_options copts = {.timeout_s = 120};
     filo_comm *comm;
     OK(filo_comm_init(&env, dev, &copts, &comm));
     const int rank = filo_comm_rank(comm), world = filo_comm_size(comm);
@@ -246,7 +246,7 @@ int main(int argc, char **argv)
     filo_bert_config cfg;
     OK(filo_bert_config_preset("tiny", VOCAB, 3, &cfg));
     cfg.hidden_size = 32;
-    cfg.num_attention_heads = 4;
+    cfg.num_attention_heads = 1; /* head dim 32: the fused attention takes 32, 64 or 128 */
     cfg.intermediate_size = 64;
     cfg.max_position_embeddings = 32;
     cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0;
