@@ -1,5 +1,5 @@
 # Finds what the CUDA backends need.
-#   FILO_HAVE_CUDA     the real backend: nvcc, cudart, cuBLASLt and cuDNN were found
+#   FILO_HAVE_CUDA     the real backend: nvcc, cudart, cuBLASLt, cuDNN and NCCL were found
 #   FILO_HAVE_CUDA_EMU the emulated backend for tests: the CUDA headers were found
 include(CheckLanguage)
 
@@ -15,7 +15,11 @@ if(NOT FILO_CUDA STREQUAL "OFF")
   endif()
   check_language(CUDA)
   find_library(FILO_CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
-  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cublasLt AND FILO_CUDNN_LIBRARY)
+  # NCCL: the device collectives of filo_comm (runtime/cuda_nccl.c).
+  find_library(FILO_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
+  find_path(FILO_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cublasLt AND FILO_CUDNN_LIBRARY AND FILO_NCCL_LIBRARY
+     AND FILO_NCCL_INCLUDE_DIR)
     enable_language(CUDA)
     set(CMAKE_CUDA_STANDARD 17)
     # Every kernel's register and spill report goes next to its object file for tests/ptxas-check.
@@ -24,9 +28,9 @@ if(NOT FILO_CUDA STREQUAL "OFF")
     set(FILO_HAVE_CUDA ON)
     message(STATUS "filo: CUDA backend ON (${CMAKE_CUDA_COMPILER}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
   elseif(FILO_CUDA STREQUAL "ON")
-    message(FATAL_ERROR "FILO_CUDA=ON but nvcc, cudart, cuBLASLt or cuDNN was not found")
+    message(FATAL_ERROR "FILO_CUDA=ON but nvcc, cudart, cuBLASLt, cuDNN or NCCL was not found")
   else()
-    message(STATUS "filo: CUDA backend OFF (nvcc, cuBLASLt or cuDNN not found)")
+    message(STATUS "filo: CUDA backend OFF (nvcc, cuBLASLt, cuDNN or NCCL not found)")
   endif()
 endif()
 

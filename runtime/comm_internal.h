@@ -42,7 +42,7 @@ double comm_now(void);
 const char *comm_call_describe(int rank, const comm_call *call, char *buf, size_t size);
 /* Elementwise reduction of `count` elements of dtype dt (f32, f64, i32, i64): acc = acc op in.
  * AVG sums here; the division by the world size is done once by the caller (comm_scale_avg). */
-void comm_reduce_into(void *acc, const void *in, size_t count, filo_dtype dt, filo_comm_op op);
+void comm_reduce_into(void *acc, const void *in, size_t count, filo_dtype dt, filo_reduce_op op);
 /* buf /= world for AVG (f32, f64; integer dtypes divide with truncation). */
 void comm_scale_avg(void *buf, size_t count, filo_dtype dt, int world);
 
@@ -53,7 +53,7 @@ typedef struct comm_host_ops {
     /* In place on buf; every rank gets the same result, reduced in rank order 0, 1, ... where the
      * transport controls the order (TCP), so that results are reproducible run to run. AVG may be
      * passed: the transport sums, then calls comm_scale_avg. */
-    filo_status (*all_reduce)(comm_host *h, void *buf, size_t count, filo_dtype dt, filo_comm_op op,
+    filo_status (*all_reduce)(comm_host *h, void *buf, size_t count, filo_dtype dt, filo_reduce_op op,
                               const comm_call *call);
     filo_status (*broadcast)(comm_host *h, void *buf, size_t bytes, int root, const comm_call *call);
     /* out: world * bytes, rank order. */
@@ -90,7 +90,7 @@ typedef struct comm_host_job {
     size_t count;       /* all_reduce: elements of dt */
     size_t bytes;       /* broadcast, all_gather: bytes per rank */
     filo_dtype dt;
-    filo_comm_op op;
+    filo_reduce_op op;
     int root;
     comm_call call;
 } comm_host_job;
@@ -106,7 +106,7 @@ filo_status comm_nccl_open(int rank, int world, int device_index, comm_host_exec
                            double deadline, comm_nccl **out);
 /* Enqueue on `stream` (cudaStream_t); count elements of dt (f32, f64, bf16, f16, i32, i64).
  * AVG maps to ncclAvg. */
-filo_status comm_nccl_all_reduce(comm_nccl *n, void *buf, size_t count, filo_dtype dt, filo_comm_op op,
+filo_status comm_nccl_all_reduce(comm_nccl *n, void *buf, size_t count, filo_dtype dt, filo_reduce_op op,
                                  void *stream, const comm_call *call);
 filo_status comm_nccl_broadcast(comm_nccl *n, void *buf, size_t bytes, int root, void *stream,
                                 const comm_call *call);

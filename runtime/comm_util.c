@@ -32,23 +32,23 @@ const char *comm_call_describe(int rank, const comm_call *call, char *buf, size_
         T *a = acc;                                                       \
         const T *b = in;                                                  \
         switch (op) {                                                     \
-        case FILO_COMM_SUM:                                             \
-        case FILO_COMM_AVG:                                             \
+        case FILO_REDUCE_SUM:                                             \
+        case FILO_REDUCE_AVG:                                             \
             for (size_t i = 0; i < count; i++)                            \
                 a[i] += b[i];                                             \
             break;                                                        \
-        case FILO_COMM_MAX:                                             \
+        case FILO_REDUCE_MAX:                                             \
             for (size_t i = 0; i < count; i++)                            \
                 a[i] = b[i] > a[i] ? b[i] : a[i];                         \
             break;                                                        \
-        case FILO_COMM_MIN:                                             \
+        case FILO_REDUCE_MIN:                                             \
             for (size_t i = 0; i < count; i++)                            \
                 a[i] = b[i] < a[i] ? b[i] : a[i];                         \
             break;                                                        \
         }                                                                 \
     } while (0)
 
-void comm_reduce_into(void *acc, const void *in, size_t count, filo_dtype dt, filo_comm_op op)
+void comm_reduce_into(void *acc, const void *in, size_t count, filo_dtype dt, filo_reduce_op op)
 {
     switch (dt) {
     case FILO_F32: REDUCE_LOOP(float); break;

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "filo/device.h"
+#include "filo/reduce.h"
 #include "filo/status.h"
 #include "filo/tensor.h"
 
@@ -86,19 +87,17 @@ const char *filo_comm_host_backend(const filo_comm *comm);
 const char *filo_comm_device_backend(const filo_comm *comm);
 double filo_comm_timeout(const filo_comm *comm);
 
-typedef enum filo_comm_op {
-    FILO_COMM_SUM = 0,
-    FILO_COMM_AVG, /* the sum divided by the world size */
-    FILO_COMM_MAX,
-    FILO_COMM_MIN,
-} filo_comm_op;
+/* The ops are filo/reduce.h's filo_reduce_op (one type for both, so filo.h can include both
+ * headers): SUM, MAX, MIN, and AVG, the sum divided by the world size (reduce.h's MEAN over the
+ * ranks). */
+#define FILO_REDUCE_AVG FILO_REDUCE_MEAN
 
 /* Asynchronous collectives: each returns a work handle at once (the collective is enqueued, see
  * Streams above). Tensors must be contiguous, on the CPU or on the communicator's device, and
  * must stay alive and untouched until the work is waited for. Dtypes: f32, f64, i32, i64 on both;
  * bf16 and f16 only on CUDA tensors (NCCL). A label (may be NULL, copied) names the collective
  * in timeout messages and traces ("bucket 3"). */
-filo_status filo_all_reduce_start(filo_comm *comm, filo_tensor *t, filo_comm_op op, const char *label,
+filo_status filo_all_reduce_start(filo_comm *comm, filo_tensor *t, filo_reduce_op op, const char *label,
                                   filo_comm_work **work);
 /* t on root is sent to every other rank's t (same shape and dtype on every rank). */
 filo_status filo_broadcast_start(filo_comm *comm, filo_tensor *t, int root, const char *label,
@@ -116,7 +115,7 @@ int filo_comm_work_done(filo_comm_work *work);
 void filo_comm_work_free(filo_comm_work *work);
 
 /* Blocking forms: start + wait + free. */
-filo_status filo_all_reduce(filo_comm *comm, filo_tensor *t, filo_comm_op op);
+filo_status filo_all_reduce(filo_comm *comm, filo_tensor *t, filo_reduce_op op);
 filo_status filo_broadcast(filo_comm *comm, filo_tensor *t, int root);
 filo_status filo_all_gather(filo_comm *comm, const filo_tensor *in, filo_tensor *out);
 /* Every rank waits for every other (host collective; also waits for the device queue). */
