@@ -156,13 +156,13 @@ static void free_environment(char **env)
 
 /* The child: dies with the launcher (PR_SET_PDEATHSIG, so a launcher killed by SIGKILL leaves no
  * rank behind), then becomes `filo CMD ARGS` with its rank's environment. */
-static void exec_rank(char **argv, char **env, pid_t parent)
+static void exec_rank(const char *exe, char **argv, char **env, pid_t parent)
 {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent)
         _exit(1);
-    execve("/proc/self/exe", argv, env);
-    static const char msg[] = "filo: cannot start a rank: execve(/proc/self/exe) failed\n";
+    execve(exe, argv, env);
+    static const char msg[] = "filo: cannot start a rank: execve of this program failed\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;
     _exit(127);
@@ -248,6 +248,13 @@ int launch_local(int nproc, const char *cmd, int argc, char **argv)
         fprintf(stderr, "filo %s: --nproc-per-node: no free port on 127.0.0.1: %s\n", cmd, strerror(errno));
         return 1;
     }
+    /* The program's own path rather than /proc/self/exe, so that ps shows the ranks as filo. */
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0)
+        exe[n] = '\0';
+    else
+        snprintf(exe, sizeof exe, "/proc/self/exe");
     char **child_argv = calloc((size_t)argc + 3, sizeof *child_argv);
     char **envs[MAX_NPROC] = {0};
     pid_t pids[MAX_NPROC] = {0};
@@ -275,7 +282,7 @@ int launch_local(int nproc, const char *cmd, int argc, char **argv)
         for (int r = 0; r < nproc; r++) {
             pid_t p = fork();
             if (p == 0)
-                exec_rank(child_argv, envs[r], self);
+                exec_rank(exe, child_argv, envs[r], self);
             if (p < 0) {
                 fprintf(stderr, "filo %s: cannot start rank %d: %s\n", cmd, r, strerror(errno));
                 signal_all(pids, r, SIGTERM);
