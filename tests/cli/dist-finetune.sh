@@ -130,8 +130,9 @@ rank1=""
 i=0
 while [ $i -lt 600 ] && [ -z "$rank1" ]; do
     if [ -s killed/metrics.jsonl ]; then
-        for p in $(ps -o pid= --ppid "$launcher"); do
-            tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx RANK=1 && rank1=$p
+        for d in /proc/[0-9]*; do
+            [ "$(cut -d' ' -f4 "$d/stat" 2>/dev/null)" = "$launcher" ] || continue
+            tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qx RANK=1 && rank1=${d#/proc/}
         done
     fi
     [ -n "$rank1" ] || sleep 0.1
