@@ -36,6 +36,8 @@
 #include "filo/table.h"
 #include "filo/bert.h"
 #include "filo/metrics.h"
+#include "filo/dist.h"
+#include "filo/ddp.h"
 
 #define FILO_VERSION_MAJOR 0
 #define FILO_VERSION_MINOR 1
