@@ -15,7 +15,6 @@
  * prints, logs and saves; evaluation runs sharded and rank 0 scores it. A rank that fails tells
  * the others through filo_comm_abort, so none waits for it until the timeout. */
 #define _POSIX_C_SOURCE 200809L
-#include <filo/ddp.h>
 #include <filo/filo.h>
 #include <math.h>
 #include <stdio.h>
