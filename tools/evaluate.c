@@ -18,7 +18,7 @@ void ft_outputs_free(ft_outputs *o)
     memset(o, 0, sizeof *o);
 }
 
-static int64_t width_of(const ft_dataset *d, const ft_example *e, int n_labels)
+int64_t ft_output_width(const ft_dataset *d, const ft_example *e, int n_labels)
 {
     return d->task == FT_NER ? (int64_t)e->len * n_labels : d->task == FT_QA ? 2 * (int64_t)e->len : n_labels;
 }
@@ -35,7 +35,7 @@ int ft_forward_all(const filo_bert *m, const ft_dataset *d, int batch, filo_dtyp
     int64_t total = 0, max_width = 0;
     for (int64_t i = 0; i < d->n; i++) {
         out->offset[i] = total;
-        int64_t w = width_of(d, &d->ex[i], C);
+        int64_t w = ft_output_width(d, &d->ex[i], C);
         total += w;
         max_width = w > max_width ? w : max_width;
     }
@@ -82,7 +82,7 @@ int ft_forward_all(const filo_bert *m, const ft_dataset *d, int batch, filo_dtyp
         for (int i = 0; i < b->n && !rc; i++) {
             const ft_example *e = &d->ex[b->idx[i]];
             float *dst = out->logits + out->offset[b->idx[i]];
-            int64_t w = width_of(d, e, C);
+            int64_t w = ft_output_width(d, e, C);
             /* Per-token heads give [B, L, C]: example i's first len rows. */
             int64_t row = d->task == FT_NER ? (int64_t)b->len * C : d->task == FT_QA ? 2 * (int64_t)b->len : C;
             memcpy(dst, host + i * row, sizeof *dst * (size_t)w);

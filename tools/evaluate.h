@@ -17,6 +17,8 @@ typedef struct ft_outputs {
     int n_labels;
 } ft_outputs;
 void ft_outputs_free(ft_outputs *o);
+/* The number of logits example e has in the outputs. */
+int64_t ft_output_width(const ft_dataset *d, const ft_example *e, int n_labels);
 
 /* Forward passes in batches of `batch` without recording a graph; with_labels also gives the
  * mean loss over examples in *loss. */

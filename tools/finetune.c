@@ -5,7 +5,15 @@
  * zero, gradient clipping at norm 1, dropout 0.1. Batches are bucketed by length and padded only
  * to their longest example. The model is evaluated after every epoch; the best one (by the
  * task's main metric) is written to --out in the Hugging Face layout together with the
- * tokenizer files, so `filo predict --model OUT` and transformers' from_pretrained both read it. */
+ * tokenizer files, so `filo predict --model OUT` and transformers' from_pretrained both read it.
+ *
+ * Data parallel. Started by mpirun, by a torchrun-style environment or with --nproc-per-node
+ * (launch.c), every rank builds the same model, filo_ddp_init checks the ranks agree and copies
+ * rank 0's parameters, and each rank trains on its share of every global batch (dist_data.h)
+ * with its gradients averaged during the backward (filo/ddp.h), so every rank takes the same
+ * optimizer step and `--batch B` on W ranks trains as one process with `--batch B*W`. Only rank 0
+ * prints, logs and saves; evaluation runs sharded and rank 0 scores it. A rank that fails tells
+ * the others through filo_comm_abort, so none waits for it until the timeout. */
 #define _POSIX_C_SOURCE 200809L
 #include <filo/filo.h>
 #include <math.h>
@@ -18,7 +26,9 @@
 #include "batches.h"
 #include "cli_args.h"
 #include "commands.h"
+#include "dist_data.h"
 #include "evaluate.h"
+#include "launch.h"
 #include "metrics_log.h"
 #include "progress.h"
 #include "task_data.h"
@@ -33,7 +43,11 @@ typedef struct ft_options {
     double lr, warmup, weight_decay, max_grad_norm;
     uint64_t seed;
     filo_device device;
-    int have_device;
+    int have_device, device_auto; /* device_auto: plain "cuda" or none given (a rank takes cuda:LOCAL_RANK) */
+    double dropout;               /* < 0: the model's */
+    long bucket_mb;
+    double dist_timeout;
+    int rank, world;              /* from the launch, not the command line */
 } ft_options;
 
 static void usage(FILE *f)
@@ -63,7 +77,14 @@ static void usage(FILE *f)
           "  --seed N             initialization, data order and dropout (42)\n"
           "  --device D           cpu or cuda:N (default: cuda:0 when there is a GPU)\n"
           "  --log-every N        steps between log lines when not on a terminal (50)\n"
-          "  --max-steps N        stop after N optimizer steps (quick checks)\n",
+          "  --max-steps N        stop after N optimizer steps (quick checks)\n"
+          "  --dropout X          dropout probability of every layer (default: the model's, 0.1 for --config)\n"
+          "data parallel (mpirun -np N filo finetune ..., or RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set):\n"
+          "  --nproc-per-node N   start N local ranks (TCP on 127.0.0.1; each --device cuda rank takes\n"
+          "                       cuda:LOCAL_RANK; CPU threads are shared out unless FILO_NUM_THREADS is set)\n"
+          "  --batch is per rank: the global batch is batch x ranks\n"
+          "  --bucket-mb N        gradient all-reduce bucket size in MiB (25)\n"
+          "  --dist-timeout SEC   a collective that takes longer fails (default FILO_DIST_TIMEOUT, else 600)\n",
           f);
 }
 
@@ -81,6 +102,9 @@ static int parse(int argc, char **argv, ft_options *o)
     o->weight_decay = 0.01;
     o->max_grad_norm = 1.0;
     o->seed = 42;
+    o->dropout = -1;
+    o->bucket_mb = 25;
+    o->world = 1;
     const char *cmd = "finetune";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -152,8 +176,17 @@ static int parse(int argc, char **argv, ft_options *o)
             rc = cli_parse_double(cmd, a, v, 0, 10, &o->weight_decay);
         else if (!strcmp(a, "--max-grad-norm"))
             rc = cli_parse_double(cmd, a, v, 0, 1e12, &o->max_grad_norm);
-        else if (!strcmp(a, "--device"))
-            rc = cli_parse_device(cmd, v, &o->device), o->have_device = 1;
+        else if (!strcmp(a, "--dropout"))
+            rc = cli_parse_double(cmd, a, v, 0, 0.99, &o->dropout);
+        else if (!strcmp(a, "--bucket-mb"))
+            rc = cli_parse_long(cmd, a, v, 1, 1 << 16, &o->bucket_mb);
+        else if (!strcmp(a, "--dist-timeout"))
+            rc = cli_parse_double(cmd, a, v, 0.001, 1e7, &o->dist_timeout);
+        else if (!strcmp(a, "--device")) {
+            rc = cli_parse_device(cmd, v, &o->device);
+            o->have_device = 1;
+            o->device_auto = !strcmp(v, "cuda");
+        }
         else {
             fprintf(stderr, "filo finetune: unknown option '%s' (see filo finetune --help)\n", a);
             return 2;
@@ -172,8 +205,10 @@ static int parse(int argc, char **argv, ft_options *o)
         fprintf(stderr, "filo finetune: give --model or --config, not both\n");
         return 2;
     }
-    if (!o->have_device)
+    if (!o->have_device) {
         o->device = cli_default_device();
+        o->device_auto = 1;
+    }
     return 0;
 }
 
@@ -212,7 +247,7 @@ static int read_data(const ft_options *o, const char *path, const filo_tokenizer
     ft_build_options bo = {.task = o->task, .columns = o->columns, .max_len = o->max_len,
                            .doc_stride = o->doc_stride, .with_labels = 1, .grow_labels = grow};
     int rc = ft_dataset_build(&t, tok, &bo, labels, d);
-    if (!rc) {
+    if (!rc && o->rank == 0) {
         printf("%s: %lld rows -> %lld examples", path, (long long)t.n_rows, (long long)d->n);
         if (t.skipped)
             printf(", %lld malformed lines skipped", (long long)t.skipped);
@@ -250,6 +285,11 @@ static int load_config(const ft_options *o, const filo_tokenizer *tok, filo_bert
         fprintf(stderr, "filo finetune: --max-len %d is over the model's %lld positions\n", o->max_len,
                 (long long)cfg->max_position_embeddings);
         return 1;
+    }
+    if (o->dropout >= 0) {
+        cfg->hidden_dropout_prob = cfg->attention_probs_dropout_prob = o->dropout;
+        if (cfg->classifier_dropout >= 0)
+            cfg->classifier_dropout = o->dropout;
     }
     return 0;
 }
@@ -293,6 +333,7 @@ static int apply_labels(ft_task task, const ft_labels *labels, filo_bert_config 
 #define MAX_PENDING 8
 typedef struct pending_steps {
     filo_tensor *loss[MAX_PENDING][16]; /* the micro-batch losses of each pending step */
+    double weight[MAX_PENDING][16];     /* and their weights (a rank's share, dist_data.h) */
     int micro[MAX_PENDING];
     int64_t tokens[MAX_PENDING];
     int n, flush_at;
@@ -302,38 +343,54 @@ typedef struct pending_steps {
     double t_log;
 } pending_steps;
 
+/* Frees the losses of the pending steps and of the step under way. */
 static void pending_drop(pending_steps *p)
 {
-    for (int i = 0; i < p->n; i++)
-        for (int k = 0; k < p->micro[i] && k < 16; k++)
+    for (int i = 0; i <= p->n && i < MAX_PENDING; i++) {
+        for (int k = 0; k < p->micro[i] && k < 16; k++) {
             filo_tensor_free(p->loss[i][k]);
+            p->loss[i][k] = NULL;
+        }
+        p->micro[i] = 0;
+    }
     p->n = 0;
 }
 
 /* Reads the pending losses and reports each step; a metrics line every log_every steps and
- * after the last pending step when epoch_end. */
-static int pending_flush(pending_steps *p, progress *bar, metrics_log *log, int log_every, int epoch, int epoch_end,
-                         const filo_optimizer *opt)
+ * after the last pending step when epoch_end. With several ranks the losses and token counts are
+ * summed over the ranks first, so the loss shown is the global batch's (the mean of the ranks'
+ * weighted losses) and the rate counts every rank's tokens; bar and log are NULL but on rank 0. */
+static int pending_flush(pending_steps *p, filo_comm *comm, progress *bar, metrics_log *log, int log_every, int epoch,
+                         int epoch_end, const filo_optimizer *opt)
 {
+    double v[2 * MAX_PENDING];
     int rc = 0;
     for (int i = 0; i < p->n && !rc; i++) {
         double sum = 0;
         int kept = p->micro[i] < 16 ? p->micro[i] : 16;
         for (int k = 0; k < kept && !rc; k++) {
-            float v = 0;
-            if (filo_tensor_to_host_as(p->loss[i][k], FILO_F32, &v, sizeof v) != FILO_OK) {
+            float x = 0;
+            if (filo_tensor_to_host_as(p->loss[i][k], FILO_F32, &x, sizeof x) != FILO_OK) {
                 fprintf(stderr, "filo finetune: reading the loss: %s\n", filo_last_error());
                 rc = 1;
             }
-            sum += v;
+            /* A stand-in example's loss (weight 0) may be NaN: it counts for nothing. */
+            if (p->weight[i][k] != 0)
+                sum += p->weight[i][k] * x;
         }
-        if (rc)
-            break;
-        int64_t step = p->first_step + i;
-        double loss = sum / kept;
-        progress_update(bar, step, loss, p->tokens[i]);
-        p->log_loss += loss;
-        p->log_tokens += (double)p->tokens[i];
+        v[i] = sum / kept;
+        v[p->n + i] = (double)p->tokens[i];
+    }
+    if (!rc && comm) {
+        rc = dp_sum(comm, v, 2 * p->n);
+        for (int i = 0; i < p->n; i++)
+            v[i] /= filo_comm_size(comm);
+    }
+    for (int i = 0; i < p->n && !rc && bar; i++) {
+        int64_t step = p->first_step + i, tokens = (int64_t)v[p->n + i];
+        progress_update(bar, step, v[i], tokens);
+        p->log_loss += v[i];
+        p->log_tokens += (double)tokens;
         p->log_steps++;
         if (step % log_every == 0 || (epoch_end && i + 1 == p->n)) {
             double t = now_s();
@@ -366,18 +423,54 @@ static int save_best(const filo_bert *m, const char *out)
     return 0;
 }
 
+/* Optimizer steps: each takes grad_accum global batches of batch x ranks examples. */
 static int64_t count_steps(const ft_options *o, int64_t examples)
 {
-    int64_t micro = (examples + o->batch - 1) / o->batch;
+    int64_t global = (int64_t)o->batch * o->world;
+    int64_t micro = (examples + global - 1) / global;
     int64_t per_epoch = (micro + o->grad_accum - 1) / o->grad_accum;
     int64_t total = per_epoch * o->epochs;
     return o->max_steps && o->max_steps < total ? o->max_steps : total;
 }
 
-static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set, const ft_dataset *eval_set,
-                 const ft_labels *labels)
+/* One micro-batch of this rank's share: forward, the loss times the share's weight, backward
+ * (which on a step's last micro-batch starts the gradient all-reduces, bucket by bucket). The
+ * unweighted loss goes to *loss_out when it is not NULL. */
+static int micro_step(filo_bert *m, const filo_nn_ctx *ctx, const ft_dataset *d, const dp_slice *sl,
+                      filo_tensor **loss_out, int64_t *tokens)
 {
-    const int C = m->config.num_labels;
+    const ft_batch *b = &sl->b;
+    ft_device_batch db;
+    if (ft_batch_upload(d, b, filo_params_device(m->params), 1, m->config.num_labels, &db))
+        return 1;
+    filo_bert_inputs in = {.input_ids = db.ids, .token_type_ids = db.type_ids, .lengths = db.lengths};
+    filo_var *logits = NULL, *loss = NULL, *weighted = NULL;
+    int rc = 0;
+    filo_status st = filo_bert_forward(m, ctx, &in, &logits);
+    if (st != FILO_OK)
+        rc = ft_batch_failed(st, "forward pass", b);
+    else if ((st = filo_bert_loss(m, logits, db.labels, &loss)) != FILO_OK)
+        rc = ft_batch_failed(st, "loss", b);
+    else if (sl->weight != 1.0 &&
+             (st = filo_ag_binary_scalar(FILO_BINARY_MUL, loss, sl->weight, 0, &weighted)) != FILO_OK)
+        rc = ft_batch_failed(st, "loss", b);
+    else if ((st = filo_backward(weighted ? weighted : loss, NULL, 0)) != FILO_OK)
+        rc = ft_batch_failed(st, "backward pass", b);
+    if (!rc && loss_out && filo_tensor_alias(filo_var_value(loss), loss_out) != FILO_OK)
+        rc = ft_batch_failed(FILO_ERR_OOM, "loss", b);
+    *tokens = sl->repeat ? 0 : db.tokens;
+    filo_var_free(weighted);
+    filo_var_free(loss);
+    filo_var_free(logits);
+    ft_device_batch_free(&db);
+    return rc;
+}
+
+/* comm and ddp are NULL in a single process. */
+static int train(const ft_options *o, filo_comm *comm, filo_ddp *ddp, filo_bert *m, const ft_dataset *train_set,
+                 const ft_dataset *eval_set, const ft_labels *labels)
+{
+    const int rank0 = o->rank == 0, global_batch = o->batch * o->world;
     const int64_t total_steps = count_steps(o, train_set->n);
     filo_optimizer_config oc = filo_optimizer_defaults(FILO_OPT_ADAMW);
     oc.lr = o->lr;
@@ -395,25 +488,27 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
     }
     char path[4096], err[256];
     snprintf(path, sizeof path, "%s/metrics.jsonl", o->out);
-    metrics_log log;
-    if (metrics_log_open(&log, path, 0, err, sizeof err)) {
+    metrics_log log = {0};
+    if (rank0 && metrics_log_open(&log, path, 0, err, sizeof err)) {
         fprintf(stderr, "filo finetune: %s\n", err);
         filo_optimizer_free(opt);
         return 1;
     }
+    /* Each rank draws its own dropout masks (rank 0 the ones a single process draws). */
     filo_generator dropout_gen;
-    filo_generator_init(&dropout_gen, o->seed ^ 0x64726f70ull);
+    filo_generator_init(&dropout_gen, o->seed ^ 0x64726f70ull ^ ((uint64_t)o->rank * 0x9e3779b97f4a7c15ull));
     filo_nn_ctx ctx = filo_nn_ctx_make(1, &dropout_gen);
     ctx.autocast = o->bf16 ? FILO_BF16 : FILO_F32;
     filo_step_options so = filo_step_defaults();
     so.max_grad_norm = o->max_grad_norm;
     const filo_device dev = filo_params_device(m->params);
 
-    int64_t micro_batches = (train_set->n + o->batch - 1) / o->batch;
-    progress bar;
-    progress_begin(&bar, total_steps, "finetune",
-                   &(progress_options){.steps_per_epoch = (micro_batches + o->grad_accum - 1) / o->grad_accum,
-                                       .log_every = o->log_every});
+    int64_t micro_batches = (train_set->n + global_batch - 1) / global_batch;
+    progress bar_state, *bar = rank0 ? &bar_state : NULL;
+    if (bar)
+        progress_begin(bar, total_steps, "finetune",
+                       &(progress_options){.steps_per_epoch = (micro_batches + o->grad_accum - 1) / o->grad_accum,
+                                           .log_every = o->log_every});
     pending_steps pend = {.flush_at = dev.type == FILO_DEVICE_CPU ? 1 : MAX_PENDING, .first_step = 1};
     int rc = 0, micro = 0;
     int64_t step = 0;
@@ -423,46 +518,42 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
     ft_scores best_scores = {0};
     for (int epoch = 1; epoch <= o->epochs && !rc && step < total_steps; epoch++) {
         ft_batch_plan plan;
-        if ((rc = ft_plan_batches(train_set, o->batch, 1, o->seed * 1000003u + (uint64_t)epoch, &plan)))
+        if ((rc = ft_plan_batches(train_set, global_batch, 1, o->seed * 1000003u + (uint64_t)epoch, &plan)))
             break;
         for (int64_t k = 0; k < plan.n && !rc && step < total_steps; k++) {
-            const ft_batch *b = &plan.b[k];
-            ft_device_batch db;
-            if ((rc = ft_batch_upload(train_set, b, dev, 1, C, &db)))
-                break;
-            filo_bert_inputs in = {.input_ids = db.ids, .token_type_ids = db.type_ids, .lengths = db.lengths};
-            filo_var *logits = NULL, *loss = NULL;
-            filo_status st = filo_bert_forward(m, &ctx, &in, &logits);
-            if (st != FILO_OK)
-                rc = ft_batch_failed(st, "forward pass", b);
-            else if ((st = filo_bert_loss(m, logits, db.labels, &loss)) != FILO_OK)
-                rc = ft_batch_failed(st, "loss", b);
-            else if ((st = filo_backward(loss, NULL, 0)) != FILO_OK)
-                rc = ft_batch_failed(st, "backward pass", b);
-            filo_var_free(logits);
+            dp_slice sl;
+            dp_slice_batch(train_set, &plan.b[k], o->rank, o->world, &sl);
+            /* The last micro-batches of an epoch step with what they have. */
+            int last = micro + 1 >= o->grad_accum || k + 1 == plan.n;
+            if (ddp)
+                filo_ddp_set_sync(ddp, last);
             int slot = pend.n;
-            if (!rc && micro < 16 && filo_tensor_alias(filo_var_value(loss), &pend.loss[slot][micro]) != FILO_OK)
-                rc = ft_batch_failed(FILO_ERR_OOM, "loss", b);
-            pend.tokens[slot] += db.tokens;
-            filo_var_free(loss);
-            ft_device_batch_free(&db);
-            if (rc)
+            int64_t tokens = 0;
+            if ((rc = micro_step(m, &ctx, train_set, &sl, micro < 16 ? &pend.loss[slot][micro] : NULL, &tokens)))
                 break;
+            if (micro < 16)
+                pend.weight[slot][micro] = sl.weight;
+            pend.tokens[slot] += tokens;
             micro++;
             pend.micro[slot] = micro;
-            /* The last micro-batches of an epoch step with what they have. */
-            if (micro < o->grad_accum && k + 1 < plan.n)
+            if (!last)
                 continue;
+            filo_status st;
+            if (ddp && (st = filo_ddp_finish(ddp)) != FILO_OK) {
+                fprintf(stderr, "filo finetune: averaging the gradients over the ranks: %s\n", filo_last_error());
+                rc = 1;
+                break;
+            }
             so.accumulated = micro;
             if ((st = filo_optimizer_step(opt, &so)) != FILO_OK)
-                rc = ft_batch_failed(st, "optimizer step", b);
+                rc = ft_batch_failed(st, "optimizer step", &sl.b);
             filo_optimizer_zero_grad(opt);
             micro = 0;
             step++;
             pend.n++;
             int epoch_end = step == total_steps || k + 1 == plan.n;
             if (!rc && (pend.n >= pend.flush_at || epoch_end))
-                rc = pending_flush(&pend, &bar, &log, o->log_every, epoch, epoch_end, opt);
+                rc = pending_flush(&pend, comm, bar, rank0 ? &log : NULL, o->log_every, epoch, epoch_end, opt);
             if (pend.n == 0)
                 memset(pend.tokens, 0, sizeof pend.tokens);
         }
@@ -470,8 +561,10 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
         if (rc)
             break;
         if (!eval_set) {
-            progress_note(&bar, "epoch %d done: model saved to %s", epoch, o->out);
-            rc = save_best(m, o->out);
+            if (rank0) {
+                progress_note(bar, "epoch %d done: model saved to %s", epoch, o->out);
+                rc = save_best(m, o->out);
+            }
             best_epoch = epoch;
             continue;
         }
@@ -479,8 +572,12 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
         ft_outputs outs;
         ft_scores sc;
         double t_eval = now_s();
-        if ((rc = ft_forward_all(m, eval_set, o->batch, ctx.autocast, 1, &eval_loss, &outs)))
+        if ((rc = dp_forward_all(comm, m, eval_set, o->batch, ctx.autocast, &eval_loss, &outs)))
             break;
+        if (!rank0) {
+            ft_outputs_free(&outs);
+            continue;
+        }
         rc = ft_score(eval_set, labels, &outs, eval_loss, &sc);
         ft_outputs_free(&outs);
         if (rc)
@@ -500,7 +597,7 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
         double v = sc.values[sc.main];
         int better = isnan(best) || (sc.higher_is_better ? v > best : v < best);
         snprintf(line + at, sizeof line - (size_t)at, "  (%.1f s)%s", now_s() - t_eval, better ? "  best: saved" : "");
-        progress_note(&bar, "%s", line);
+        progress_note(bar, "%s", line);
         if (better) {
             best = v;
             best_epoch = epoch;
@@ -508,14 +605,28 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
             rc = save_best(m, o->out);
         }
     }
-    progress_end(&bar);
+    if (bar)
+        progress_end(bar);
     pending_drop(&pend);
     metrics_log_close(&log);
     filo_optimizer_free(opt);
-    if (rc)
+    if (rc || !rank0)
         return rc;
     double wall = now_s() - t_start;
-    printf("trained %lld steps in %.1f s on %s\n", (long long)step, wall, filo_device_format(o->device, path, 64));
+    char dev_name[64];
+    filo_device_format(o->device, dev_name, sizeof dev_name);
+    if (o->world > 1)
+        printf("trained %lld steps in %.1f s on %d ranks (rank 0 on %s)\n", (long long)step, wall, o->world, dev_name);
+    else
+        printf("trained %lld steps in %.1f s on %s\n", (long long)step, wall, dev_name);
+    if (ddp) {
+        filo_ddp_stats ds;
+        filo_ddp_stats_get(ddp, &ds);
+        printf("data parallel: %lld gradient averages; buckets started during the backward %lld, after it %lld "
+               "(last step: %.0f%% during)\n",
+               (long long)ds.reductions, (long long)ds.launched_in_backward, (long long)ds.launched_at_finish,
+               100 * ds.last_backward_overlap);
+    }
     if (eval_set && best_epoch) {
         printf("best epoch %d:", best_epoch);
         for (int i = 0; i < best_scores.n; i++)
@@ -535,26 +646,100 @@ static int train(const ft_options *o, filo_bert *m, const ft_dataset *train_set,
     return 0;
 }
 
+/* The data-parallel world this process was started in: *comm stays NULL for a single process.
+ * A rank on "cuda" takes the GPU of its local rank. */
+static int join_world(ft_options *o, filo_comm **comm)
+{
+    filo_dist_env env;
+    if (filo_dist_env_detect(&env) != FILO_OK) {
+        fprintf(stderr, "filo finetune: %s\n", filo_last_error());
+        return 2;
+    }
+    if (env.world_size == 1)
+        return 0;
+    o->rank = env.rank;
+    o->world = env.world_size;
+    if (o->device.type == FILO_DEVICE_CUDA && o->device_auto) {
+        int n = filo_cuda_device_count();
+        if (env.local_rank >= n) {
+            fprintf(stderr,
+                    "filo finetune: rank %d: --device cuda takes cuda:LOCAL_RANK = cuda:%d, but this process sees %d "
+                    "GPU%s: start at most %d ranks a node, or give each rank its GPU (CUDA_VISIBLE_DEVICES) and "
+                    "--device cuda:0\n",
+                    env.rank, env.local_rank, n, n == 1 ? "" : "s", n);
+            return 1;
+        }
+        o->device = filo_cuda(env.local_rank);
+    }
+    filo_comm_options co = {.timeout_s = o->dist_timeout};
+    if (filo_comm_init(&env, o->device, &co, comm) != FILO_OK) {
+        fprintf(stderr, "filo finetune: rank %d of %d: joining the other ranks: %s\n", env.rank, env.world_size,
+                filo_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+/* Checks that every rank built the same model, copies rank 0's parameters to the others and
+ * installs the gradient all-reduce. */
+static int start_ddp(const ft_options *o, filo_comm *comm, filo_bert *m, filo_ddp **ddp)
+{
+    filo_ddp_options dopt = filo_ddp_defaults();
+    dopt.bucket_bytes = (size_t)o->bucket_mb << 20;
+    if (filo_ddp_init(comm, m->params, &dopt, ddp) != FILO_OK) {
+        fprintf(stderr, "filo finetune: rank %d: the ranks' models: %s\n", o->rank, filo_last_error());
+        return 1;
+    }
+    if (o->rank == 0) {
+        filo_ddp_stats ds;
+        filo_ddp_stats_get(*ddp, &ds);
+        const char *dev = filo_comm_device_backend(comm);
+        int on_device = dev && *dev && strcmp(dev, "none") != 0;
+        printf("data parallel: %d ranks, collectives over %s%s%s, %d gradient bucket%s of at most %.1f MiB\n", o->world,
+               filo_comm_host_backend(comm), on_device ? " and " : "", on_device ? dev : "", ds.buckets,
+               ds.buckets == 1 ? "" : "s", (double)ds.bucket_bytes_max / (1 << 20));
+    }
+    return 0;
+}
+
+static int make_out_dir(const char *out)
+{
+    if (mkdir(out, 0777) != 0) {
+        struct stat sb;
+        if (stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "filo finetune: cannot create the output folder %s\n", out);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int filo_cmd_finetune(int argc, char **argv)
 {
+    int nproc = launch_take_nproc("finetune", &argc, argv);
+    if (nproc < 0)
+        return 2;
     ft_options o;
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc;
-    if (mkdir(o.out, 0777) != 0) {
-        struct stat sb;
-        if (stat(o.out, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            fprintf(stderr, "filo finetune: cannot create the output folder %s\n", o.out);
-            return 1;
-        }
-    }
+    if (nproc > 0)
+        return launch_local(nproc, "finetune", argc, argv);
+    filo_comm *comm = NULL;
+    if ((rc = join_world(&o, &comm)))
+        return rc;
+    const int rank0 = o.rank == 0;
+    filo_ddp *ddp = NULL;
     filo_tokenizer *tok = NULL;
     ft_labels labels = {0};
     ft_dataset train_set = {0}, eval_set = {0};
     filo_bert_config cfg = {0};
     filo_bert *m = NULL;
     double t0 = now_s();
-    rc = load_tokenizer(&o, &tok);
+    if (rank0)
+        rc = make_out_dir(o.out);
+    if (!rc)
+        rc = load_tokenizer(&o, &tok);
     if (!rc)
         rc = load_config(&o, tok, &cfg);
     if (!rc && o.model && seed_labels(&cfg, o.task, &labels)) {
@@ -578,25 +763,40 @@ int filo_cmd_finetune(int argc, char **argv)
             snprintf(path, sizeof path, "%s/model.safetensors", o.model);
             st = filo_bert_load_weights(m, path);
         }
-        if (st == FILO_OK)
+        if (st == FILO_OK && rank0)
             st = filo_tokenizer_save(tok, o.out, cfg.max_position_embeddings);
         if (st != FILO_OK) {
             fprintf(stderr, "filo finetune: %s\n", filo_last_error());
             rc = 1;
         }
     }
-    if (!rc) {
-        char dev[32];
+    if (!rc && comm)
+        rc = start_ddp(&o, comm, m, &ddp);
+    if (!rc && rank0) {
+        char dev[32], batch[64];
         printf("model: BERT %lld layers x %lld hidden, %lld heads, %lld parameters, task %s (%d labels), %s%s\n",
                (long long)cfg.num_hidden_layers, (long long)cfg.hidden_size, (long long)cfg.num_attention_heads,
                (long long)filo_params_numel(m->params, 1), ft_task_name(o.task), cfg.num_labels,
                filo_device_format(o.device, dev, sizeof dev), o.bf16 ? ", bf16 autocast" : "");
-        printf("training: %d epochs of %lld examples, batch %d x %d accumulated, lr %g, warmup %g, max-len %d "
-               "(data ready in %.1f s)\n",
-               o.epochs, (long long)train_set.n, o.batch, o.grad_accum, o.lr, o.warmup, o.max_len, now_s() - t0);
+        if (o.world > 1)
+            snprintf(batch, sizeof batch, "batch %d x %d ranks x %d accumulated", o.batch, o.world, o.grad_accum);
+        else
+            snprintf(batch, sizeof batch, "batch %d x %d accumulated", o.batch, o.grad_accum);
+        printf("training: %d epochs of %lld examples, %s, lr %g, warmup %g, max-len %d (data ready in %.1f s)\n",
+               o.epochs, (long long)train_set.n, batch, o.lr, o.warmup, o.max_len, now_s() - t0);
         fflush(stdout);
-        rc = train(&o, m, &train_set, o.eval ? &eval_set : NULL, &labels);
     }
+    if (!rc)
+        rc = train(&o, comm, ddp, m, &train_set, o.eval ? &eval_set : NULL, &labels);
+    /* No rank leaves while another may still need it (rank 0 writes the plot last). */
+    if (!rc && comm && filo_barrier(comm) != FILO_OK) {
+        fprintf(stderr, "filo finetune: waiting for the other ranks at the end: %s\n", filo_last_error());
+        rc = 1;
+    }
+    if (rc && comm)
+        filo_comm_abort(comm, "stopped: see the error above");
+    filo_ddp_free(ddp);
+    filo_comm_free(comm);
     filo_bert_free(m);
     filo_bert_config_free(&cfg);
     ft_dataset_free(&train_set);
