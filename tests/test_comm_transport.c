@@ -20,95 +20,35 @@
 
 #include "comm_internal.h"
 #include "error.h"
+#include "fork_world.h"
 
 #define MAX_WORLD 3
 /* A body's collectives use this deadline unless they test deadlines. */
 #define CALL_SECONDS 20.0
 
-typedef struct rank_result {
-    int status;     /* the body's filo_status; -1: the process died */
-    double seconds; /* how long the body ran */
-    char msg[2048];
-} rank_result;
-
+typedef filo_test_rank_result rank_result;
 typedef filo_status (*rank_body)(const filo_dist_env *env, void *arg);
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
+typedef struct body_call {
+    rank_body body;
+    void *arg;
+} body_call;
 
-static void run_rank(int rank, int world, int port, rank_body body, void *arg, int out)
+/* The child: the environment a torchrun-style launch gives rank `rank`, then the body. */
+static filo_status transport_rank(int rank, int world, int port, void *p)
 {
+    const body_call *c = p;
     filo_dist_env env = {.launcher = FILO_LAUNCH_ENV, .rank = rank, .world_size = world, .local_rank = rank,
                          .local_world_size = world, .master_addr = "127.0.0.1", .master_port = port};
-    filo_error_clear();
-    double t0 = comm_now();
-    filo_status st = body(&env, arg);
-    rank_result r = {.status = (int)st, .seconds = comm_now() - t0};
-    snprintf(r.msg, sizeof r.msg, "%s", st != FILO_OK ? filo_last_error() : "");
-    ssize_t n = write(out, &r, sizeof r);
-    _exit(n == (ssize_t)sizeof r ? 0 : 1);
+    return c->body(&env, c->arg);
 }
 
-/* Runs body in one process per rank (only the ranks with start[r], when start is given). */
-static void world_run_once(int world, int port, const int *start, rank_body body, void *arg, rank_result *res)
-{
-    pid_t pid[MAX_WORLD];
-    int fds[MAX_WORLD][2];
-    for (int r = 0; r < world; r++) {
-        pid[r] = -1;
-        res[r] = (rank_result){.status = -1, .msg = "not started"};
-        if (start && !start[r])
-            continue;
-        cr_assert_eq(pipe(fds[r]), 0);
-        pid[r] = fork();
-        cr_assert_geq(pid[r], 0);
-        if (pid[r] == 0) {
-            close(fds[r][0]);
-            run_rank(r, world, port, body, arg, fds[r][1]);
-        }
-        close(fds[r][1]);
-    }
-    /* A hung rank must not hang the test: every body finishes well within this. */
-    double until = comm_now() + 45.0;
-    for (int r = 0; r < world; r++) {
-        if (pid[r] < 0)
-            continue;
-        int wstatus = 0;
-        while (waitpid(pid[r], &wstatus, WNOHANG) == 0) {
-            if (comm_now() > until) {
-                kill(pid[r], SIGKILL);
-                waitpid(pid[r], &wstatus, 0);
-                break;
-            }
-            struct timespec ts = {0, 5000000};
-            nanosleep(&ts, NULL);
-        }
-        rank_result got;
-        if (read(fds[r][0], &got, sizeof got) == (ssize_t)sizeof got)
-            res[r] = got;
-        else
-            snprintf(res[r].msg, sizeof res[r].msg, "rank %d died or hung (wait status %d)", r, wstatus);
-        close(fds[r][0]);
-    }
-}
-
-/* As world_run_once on a fresh port; another process may take the port between our probe and
- * rank 0's bind, so a rank 0 that found it in use runs the world again on another. */
+/* Runs body in one process per rank (only the ranks with start[r], when start is given); a hung
+ * rank must not hang the test: every body finishes well within 45 s. */
 static void world_run(int world, const int *start, rank_body body, void *arg, rank_result *res)
 {
-    for (int attempt = 0; attempt < 5; attempt++) {
-        world_run_once(world, free_port(), start, body, arg, res);
-        if (!(res[0].status == FILO_ERR_COMM && strstr(res[0].msg, "in use")))
-            return;
-    }
+    body_call c = {body, arg};
+    filo_test_world_run(world, start, 45.0, transport_rank, &c, res);
 }
 
 static void expect_ok(int world, const rank_result *res)
@@ -627,7 +567,8 @@ Test(comm_transport, tcp_port_in_use_is_a_clear_error, .timeout = 30)
 {
     int only_rank0[2] = {1, 0};
     rank_result res[2];
-    world_run_once(2, free_port(), only_rank0, bind_busy, NULL, res);
+    /* Every port it is given is busy: the retries on another port end the same way. */
+    world_run(2, only_rank0, bind_busy, NULL, res);
     const char *words[] = {"cannot listen on 127.0.0.1:", "in use", "MASTER_PORT", NULL};
     expect_fail(0, res, FILO_ERR_COMM, words);
 }

@@ -18,6 +18,7 @@
 #include "error.h"
 #include "filo/dist.h"
 #include "filo_test.h"
+#include "fork_world.h"
 
 /* In the forked ranks, where Criterion's asserts cannot be used. */
 #define FILO_TRY_TEST(expr)                \
@@ -385,36 +386,19 @@ typedef struct world_args {
     int by_abort;   /* the victim dies through filo_comm_abort rather than exiting */
 } world_args;
 
-typedef struct rank_result {
-    int status; /* the body's filo_status; -1: the process died before reporting */
-    double seconds;
-    char msg[2048];
-} rank_result;
-
+typedef filo_test_rank_result rank_result;
 typedef filo_status (*rank_body)(filo_comm *comm, const world_args *a);
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+typedef struct body_call {
+    rank_body body;
+    const world_args *a;
+} body_call;
 
-static int free_port(void)
+/* The child: joins the world the way a user's program does (environment, detect, init) and runs
+ * the body. */
+static filo_status dist_rank(int rank, int world, int port, void *p)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* The child: joins the world the way a user's program does (environment, detect, init), runs
- * the body and reports through the pipe. Never returns. */
-static void run_rank(int rank, int world, int port, rank_body body, const world_args *a, int out)
-{
+    const body_call *c = p;
     char num[16];
     clear_launch_env();
     snprintf(num, sizeof num, "%d", rank);
@@ -424,67 +408,28 @@ static void run_rank(int rank, int world, int port, rank_body body, const world_
     setenv("MASTER_ADDR", "127.0.0.1", 1);
     snprintf(num, sizeof num, "%d", port);
     setenv("MASTER_PORT", num, 1);
-    double t0 = now_s();
     filo_dist_env env;
     filo_comm *comm = NULL;
-    filo_comm_options opts = {a->timeout_s, WORLD_TIMEOUT_S};
+    filo_comm_options opts = {c->a->timeout_s, WORLD_TIMEOUT_S};
     filo_status s = filo_dist_env_detect(&env);
     if (s == FILO_OK)
-        s = filo_comm_init(&env, a->dev, &opts, &comm);
+        s = filo_comm_init(&env, c->a->dev, &opts, &comm);
     if (s == FILO_OK)
-        s = body(comm, a);
-    rank_result r = {.status = (int)s, .seconds = now_s() - t0};
-    snprintf(r.msg, sizeof r.msg, "%s", s != FILO_OK ? filo_last_error() : "");
+        s = c->body(comm, c->a);
+    /* The message outlives the free (which may clear it). */
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s", s != FILO_OK ? filo_last_error() : "");
     filo_comm_free(comm);
-    ssize_t n = write(out, &r, sizeof r);
-    _exit(n == (ssize_t)sizeof r ? 0 : 1);
+    if (s != FILO_OK)
+        filo_error_set(s, "rank", "%s", msg);
+    return s;
 }
 
-static void world_run_once(int world, int port, rank_body body, const world_args *a, rank_result *res)
-{
-    pid_t pid[MAX_WORLD];
-    int fds[MAX_WORLD][2];
-    for (int r = 0; r < world; r++) {
-        res[r] = (rank_result){.status = -1, .msg = "not started"};
-        cr_assert_eq(pipe(fds[r]), 0);
-        pid[r] = fork();
-        cr_assert_geq(pid[r], 0);
-        if (pid[r] == 0) {
-            close(fds[r][0]);
-            run_rank(r, world, port, body, a, fds[r][1]);
-        }
-        close(fds[r][1]);
-    }
-    /* A hung rank must not hang the test. */
-    double until = now_s() + 60.0;
-    for (int r = 0; r < world; r++) {
-        int wstatus = 0;
-        while (waitpid(pid[r], &wstatus, WNOHANG) == 0) {
-            if (now_s() > until) {
-                kill(pid[r], SIGKILL);
-                waitpid(pid[r], &wstatus, 0);
-                break;
-            }
-            struct timespec ts = {0, 5000000};
-            nanosleep(&ts, NULL);
-        }
-        rank_result got;
-        if (read(fds[r][0], &got, sizeof got) == (ssize_t)sizeof got)
-            res[r] = got;
-        else
-            snprintf(res[r].msg, sizeof res[r].msg, "rank %d died or hung (wait status %d)", r, wstatus);
-        close(fds[r][0]);
-    }
-}
-
-/* Another process may take the probed port before rank 0 binds it: then run on another. */
+/* A hung rank must not hang the test. */
 static void world_run(int world, rank_body body, const world_args *a, rank_result *res)
 {
-    for (int attempt = 0; attempt < 5; attempt++) {
-        world_run_once(world, free_port(), body, a, res);
-        if (!(res[0].status != FILO_OK && strstr(res[0].msg, "in use")))
-            return;
-    }
+    body_call c = {body, a};
+    filo_test_world_run(world, NULL, 60.0, dist_rank, &c, res);
 }
 
 static void expect_all_ok(int world, const rank_result *res, const char *what)
