@@ -46,10 +46,9 @@ struct filo_ddp {
     int n_buckets;
     ddp_bucket *buckets;
     int sync;
-    int launched;             /* buckets started this step */
-    int next_launch;          /* buckets start in index order: the next one to start */
-    int launch_order_n;
-    int *launch_order;        /* bucket indices in start order, for the trace */
+    int next_launch;          /* buckets start in index order: the next one to start, and the
+                               * count started this step */
+    int traced;               /* buckets of the last finished step (their ev is its trace) */
     double step_t0;           /* host time of the step's first hook */
     filo_ddp_stats stats;
     int64_t step_in_backward; /* buckets started from hooks this step */
@@ -77,22 +76,23 @@ static filo_status flat_view(const ddp_bucket *b, int64_t offset, const filo_ten
     return s;
 }
 
-/* Copies each parameter's gradient (or zeros) and its flag into the bucket's flat buffer. */
+/* Copies each parameter's gradient (or zeros) and its flag into the bucket's flat buffer. The
+ * flags are set to 1 in one fill; only a parameter without a gradient (rare) costs another. */
 static filo_status bucket_pack(filo_ddp *d, ddp_bucket *b)
 {
     filo_tensor *flags = NULL;
     FILO_TRY(filo_tensor_slice(b->flat, 0, b->numel, b->numel + b->count, 1, &flags));
-    filo_status s = FILO_OK;
+    filo_status s = filo_tensor_fill(flags, 1.0);
     for (int i = 0; i < b->count && s == FILO_OK; i++) {
         ddp_param *p = &d->params_[b->first + i];
         filo_tensor *grad = filo_var_grad(p->var), *dst = NULL, *flag = NULL;
         s = flat_view(b, p->offset, filo_var_value(p->var), &dst);
         if (s == FILO_OK)
             s = grad ? filo_tensor_copy(dst, grad) : filo_tensor_fill(dst, 0.0);
-        if (s == FILO_OK)
+        if (s == FILO_OK && !grad)
             s = filo_tensor_slice(flags, 0, i, i + 1, 1, &flag);
-        if (s == FILO_OK)
-            s = filo_tensor_fill(flag, grad ? 1.0 : 0.0);
+        if (s == FILO_OK && !grad)
+            s = filo_tensor_fill(flag, 0.0);
         filo_tensor_free(flag);
         filo_tensor_free(dst);
     }
@@ -100,21 +100,23 @@ static filo_status bucket_pack(filo_ddp *d, ddp_bucket *b)
     return s;
 }
 
-static filo_status bucket_launch(filo_ddp *d, int index, int in_backward)
+/* Packs and starts the next bucket in index order. */
+static filo_status bucket_launch(filo_ddp *d, int in_backward)
 {
+    const int index = d->next_launch;
     ddp_bucket *b = &d->buckets[index];
     FILO_TRY(bucket_pack(d, b));
     char label[32];
     snprintf(label, sizeof label, "bucket %d", index);
     FILO_TRY(filo_all_reduce_start(d->comm, b->flat, FILO_REDUCE_AVG, label, &b->work));
-    if (d->launched == 0 && d->step_t0 == 0)
+    if (d->step_t0 == 0)
         d->step_t0 = now_s();
     b->ev = (filo_ddp_trace_event){.bucket = index,
                                    .n_params = b->count,
                                    .bytes = filo_tensor_nbytes(b->flat),
                                    .start_s = now_s() - d->step_t0,
                                    .in_backward = in_backward};
-    d->launch_order[d->launched++] = index;
+    d->next_launch++;
     if (in_backward)
         d->step_in_backward++;
     return FILO_OK;
@@ -146,7 +148,7 @@ static filo_status grad_ready(filo_var *leaf, filo_tensor *grad, void *user)
     /* Every rank must start the same collectives in the same order, whatever order its hooks
      * fire in, so a ready bucket waits for the ones before it. */
     while (d->next_launch < d->n_buckets && d->buckets[d->next_launch].pending == 0)
-        FILO_TRY(bucket_launch(d, d->next_launch++, 1));
+        FILO_TRY(bucket_launch(d, 1));
     return FILO_OK;
 }
 
@@ -325,8 +327,7 @@ filo_status filo_ddp_init(filo_comm *comm, filo_params *params, const filo_ddp_o
     int total = filo_params_count(params), n = 0;
     if (s == FILO_OK) {
         d->params_ = calloc((size_t)total + 1, sizeof *d->params_);
-        d->launch_order = calloc((size_t)total + 1, sizeof *d->launch_order);
-        if (!d->params_ || !d->launch_order)
+        if (!d->params_)
             s = FILO_FAIL(FILO_ERR_OOM, "ddp parameters");
     }
     for (int i = total - 1; i >= 0 && s == FILO_OK; i--) {
@@ -371,7 +372,6 @@ void filo_ddp_free(filo_ddp *d)
         filo_var_clear_hooks(d->params_[i].var);
     free(d->buckets);
     free(d->params_);
-    free(d->launch_order);
     free(d);
 }
 
@@ -426,7 +426,6 @@ static void step_reset(filo_ddp *d)
         d->buckets[k].work = NULL;
         d->buckets[k].pending = d->buckets[k].count;
     }
-    d->launched = 0;
     d->next_launch = 0;
     d->step_t0 = 0;
     d->step_in_backward = 0;
@@ -443,22 +442,23 @@ filo_status filo_ddp_finish(filo_ddp *d)
     /* What the hooks did not start: buckets with a parameter that got no gradient on this rank,
      * and those after it. */
     while (d->next_launch < d->n_buckets && s == FILO_OK)
-        s = bucket_launch(d, d->next_launch++, 0);
-    for (int j = 0; j < d->launched; j++) {
-        ddp_bucket *b = &d->buckets[d->launch_order[j]];
+        s = bucket_launch(d, 0);
+    const int started = d->next_launch;
+    for (int j = 0; j < started; j++) {
+        ddp_bucket *b = &d->buckets[j];
         filo_status w = filo_comm_work_wait(b->work);
         b->ev.end_s = now_s() - d->step_t0;
         if (s == FILO_OK)
             s = w;
     }
-    for (int j = 0; j < d->launched && s == FILO_OK; j++)
-        s = bucket_unpack(d, &d->buckets[d->launch_order[j]]);
+    for (int j = 0; j < started && s == FILO_OK; j++)
+        s = bucket_unpack(d, &d->buckets[j]);
     if (s == FILO_OK) {
         d->stats.reductions++;
         d->stats.launched_in_backward += d->step_in_backward;
-        d->stats.launched_at_finish += d->launched - d->step_in_backward;
-        d->stats.last_backward_overlap = d->launched ? (double)d->step_in_backward / d->launched : 0.0;
-        d->launch_order_n = d->launched;
+        d->stats.launched_at_finish += started - d->step_in_backward;
+        d->stats.last_backward_overlap = started ? (double)d->step_in_backward / started : 0.0;
+        d->traced = started;
     }
     step_reset(d);
     return s;
@@ -524,7 +524,7 @@ int filo_ddp_trace(const filo_ddp *d, filo_ddp_trace_event *events, int max)
 {
     if (!d)
         return 0;
-    for (int j = 0; j < d->launch_order_n && j < max; j++)
-        events[j] = d->buckets[d->launch_order[j]].ev;
-    return d->launch_order_n;
+    for (int j = 0; j < d->traced && j < max; j++)
+        events[j] = d->buckets[j].ev;
+    return d->traced;
 }
