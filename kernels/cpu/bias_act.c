@@ -93,6 +93,20 @@ static void gelu_backward_cols(void *ctx, int chunk, int64_t c0, int64_t c1)
     const filo_bias_gelu_desc *d = job->d;
     col_sums *s = job->s;
     int f64 = d->dtype == FILO_F64;
+    if (d->dtype == FILO_F32 && (!d->bias || d->bias_dtype == FILO_F32)) {
+        /* The float path below on typed pointers. */
+        const float *x = d->x, *dy = d->dy, *bias = d->bias;
+        float *y = d->y;
+        for (int64_t r = 0; r < d->rows; r++)
+            for (int64_t c = c0; c < c1; c++) {
+                int64_t i = r * d->cols + c;
+                float v = dy[i] * filo_gelu_grad_f(x[i] + (bias ? bias[c] : 0.0f), d->approximate);
+                y[i] = v;
+                if (s->f)
+                    s->f[c] += v;
+            }
+        return;
+    }
     for (int64_t r = 0; r < d->rows; r++)
         for (int64_t c = c0; c < c1; c++) {
             int64_t i = r * d->cols + c;

@@ -120,14 +120,21 @@ static void reduce_tiles(void *ctx, int chunk, int64_t t0, int64_t t1)
     for (int64_t t = t0; t < t1; t++) {
         int64_t o = t / job->tiles_per_outer, i0 = t % job->tiles_per_outer * job->width;
         int64_t w = d->inner - i0 < job->width ? d->inner - i0 : job->width, start = o * n * d->inner + i0;
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t c = 0; c < w; c++) {
-                const char *p = x + (start + r * d->inner + c) * (int64_t)es;
-                if (dbl)
-                    ((double *)scratch)[c * n + r] = filo_el_load_f(p, d->dtype);
-                else
-                    ((float *)scratch)[c * n + r] = (float)filo_el_load_f(p, d->dtype);
-            }
+        if (d->dtype == FILO_F32) {
+            const float *xf = (const float *)x + start;
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t c = 0; c < w; c++)
+                    ((float *)scratch)[c * n + r] = xf[r * d->inner + c];
+        } else {
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t c = 0; c < w; c++) {
+                    const char *p = x + (start + r * d->inner + c) * (int64_t)es;
+                    if (dbl)
+                        ((double *)scratch)[c * n + r] = filo_el_load_f(p, d->dtype);
+                    else
+                        ((float *)scratch)[c * n + r] = (float)filo_el_load_f(p, d->dtype);
+                }
+        }
         for (int64_t c = 0; c < w; c++) {
             int64_t k = o * d->inner + i0 + c;
             if (d->kind == FILO_RK_ARGMAX) {
