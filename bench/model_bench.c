@@ -388,8 +388,12 @@ int filo_bench_model_main(int argc, char **argv, int train)
                 filo_last_error());
         rc = 1;
     }
-    if (!rc)
+    if (!rc) {
+        /* Inference records no graph, as PyTorch's inference_mode. */
+        int prev = filo_grad_set_enabled(train);
         rc = measure(&o, &r, &res);
+        filo_grad_set_enabled(prev);
+    }
     if (!rc) {
         res.params = filo_params_numel(r.model->params, 1);
         res.flops_fwd = bench_bert_forward_flops(&cfg, o.batch, o.seq);
