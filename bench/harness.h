@@ -14,7 +14,7 @@
     } while (0)
 
 /* The measured ceilings of one device: bytes/s of a large device-to-device copy (read + write
- * counted) and the large square GEMM rate per dtype. 0 where not measured. */
+ * counted) and the large square GEMM rate of f32, bf16 and f16 (0 for other dtypes). */
 typedef struct bench_ceilings {
     double copy_bytes_per_s;
     double gemm_flops_per_s[FILO_DTYPE_COUNT];
@@ -46,6 +46,8 @@ filo_status bench_time_ms(filo_device device, int warmup, int reps, filo_status 
                           double *median_ms);
 
 filo_status bench_measure_ceilings(const bench_options *opt, bench_ceilings *out);
+/* The rate of a large square GEMM of dtype on opt->device (tiny with opt->quick). */
+filo_status bench_gemm_peak(const bench_options *opt, filo_dtype dtype, double *flops_per_s);
 
 /* `filo bench kernels [--device D] [--reps N] [--filter S] [--quick]`: measures the ceilings,
  * then every case of bench/kernel_cases.c, and prints one table. Returns a process exit code. */

@@ -304,11 +304,27 @@ static filo_status run_attention_bwd(void *p)
                         o, 3);
 }
 
+/* One training step's attention: the forward (keeping the log-sum-exp) then the backward, the
+ * unit FlashAttention's fwd+bwd figures time. */
+static filo_status run_attention_fwd_bwd(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *o[5] = {NULL};
+    filo_attention_dropout none = {0};
+    filo_status st = filo_attention_forward(c->t[0], c->t[1], c->t[2], NULL, 0.125, 0.0, NULL, &o[0], &o[1], NULL);
+    if (st == FILO_OK)
+        st = filo_attention_backward(c->t[3], c->t[0], c->t[1], c->t[2], o[0], o[1], NULL, 0.125, &none, &o[2], &o[3],
+                                     &o[4]);
+    return free_outputs(st, o, 5);
+}
+
 static double attention_elems(const int64_t *d) { return (double)d[0] * d[1] * d[2] * d[3]; }
 static double bytes_attention_fwd(filo_dtype t, const int64_t *d) { return 4 * attention_elems(d) * el(t); }
 static double bytes_attention_bwd(filo_dtype t, const int64_t *d) { return 8 * attention_elems(d) * el(t); }
 static double flops_attention_fwd(const int64_t *d) { return 4.0 * attention_elems(d) * (double)d[2]; }
 static double flops_attention_bwd(const int64_t *d) { return 2.5 * flops_attention_fwd(d); }
+static double bytes_attention_fwd_bwd(filo_dtype t, const int64_t *d) { return 12 * attention_elems(d) * el(t); }
+static double flops_attention_fwd_bwd(const int64_t *d) { return 3.5 * flops_attention_fwd(d); }
 
 /* ---- fused bias + GELU (erf form): forward reads x, writes y; backward reads dy and x, writes dx
  * (plus dbias [cols]) ---- */
@@ -459,6 +475,8 @@ static const bench_case ln_bwd_case = {"layernorm bwd", setup_layernorm_bwd, run
                                        bytes_layernorm_bwd, NULL};
 static const bench_case mm_bias_case = {"matmul+bias (QKV)", setup_matmul, run_matmul_bias, teardown_tensors,
                                         bytes_matmul, flops_matmul};
+static const bench_case mm_down_case = {"matmul+bias (FFN down)", setup_matmul, run_matmul_bias, teardown_tensors,
+                                        bytes_matmul, flops_matmul};
 static const bench_case mm_gelu_case = {"matmul+bias+gelu (FFN up)", setup_matmul, run_matmul_bias_gelu,
                                         teardown_tensors, bytes_matmul_gelu, flops_matmul};
 
@@ -471,6 +489,8 @@ static const bench_case attn_fwd_case = {"attention fwd", setup_attention, run_a
                                          bytes_attention_fwd, flops_attention_fwd};
 static const bench_case attn_bwd_case = {"attention bwd", setup_attention, run_attention_bwd, teardown_tensors,
                                          bytes_attention_bwd, flops_attention_bwd};
+static const bench_case attn_fwd_bwd_case = {"attention fwd+bwd", setup_attention, run_attention_fwd_bwd,
+                                             teardown_tensors, bytes_attention_fwd_bwd, flops_attention_fwd_bwd};
 
 static const bench_case bias_gelu_fwd_case = {"bias+gelu fwd", setup_bias_act, run_bias_gelu_fwd, teardown_tensors,
                                               bytes_rw2, NULL};
@@ -514,18 +534,25 @@ const bench_entry bench_entries[] = {
     {&ln_fwd_case, FILO_F32, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_fwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_bwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    {&ln_bwd_case, FILO_F32, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
+    /* GEMMs: bf16 is the GPU's training dtype, f32 the CPU's */
     {&mm_bias_case, FILO_BF16, {4096, 2304, 768, 0}, {2048, 768, 256, 0}, {33, 65, 17, 0}},
+    {&mm_bias_case, FILO_F32, {4096, 2304, 768, 0}, {2048, 768, 256, 0}, {33, 65, 17, 0}},
+    {&mm_down_case, FILO_BF16, {4096, 768, 3072, 0}, {2048, 256, 1024, 0}, {33, 17, 65, 0}},
+    {&mm_down_case, FILO_F32, {4096, 768, 3072, 0}, {2048, 256, 1024, 0}, {33, 17, 65, 0}},
+    {&mm_gelu_case, FILO_BF16, {4096, 3072, 768, 0}, {2048, 1024, 256, 0}, {33, 65, 17, 0}},
+    {&mm_gelu_case, FILO_F32, {4096, 3072, 768, 0}, {2048, 1024, 256, 0}, {33, 65, 17, 0}},
     {&attn_fwd_case, FILO_BF16, {32, 12, 128, 64}, {16, 4, 128, 64}, {1, 2, 33, 64}},
     {&attn_bwd_case, FILO_BF16, {32, 12, 128, 64}, {16, 4, 128, 64}, {1, 2, 33, 64}},
     /* seq 512, head dim 64: the size FlashAttention-2's published figures use */
     {&attn_fwd_case, FILO_BF16, {8, 12, 512, 64}, {2, 4, 512, 64}, {1, 1, 65, 64}},
     {&attn_bwd_case, FILO_BF16, {8, 12, 512, 64}, {2, 4, 512, 64}, {1, 1, 65, 64}},
+    {&attn_fwd_bwd_case, FILO_BF16, {8, 12, 512, 64}, {2, 4, 512, 64}, {1, 1, 65, 64}},
     /* a CNN layer: ResNet-ish on a GPU, MNIST-sized on the CPU */
     {&conv_case, FILO_BF16, {64, 128, 56, 56}, {64, 32, 28, 28}, {2, 3, 7, 7}},
     {&maxpool_case, FILO_BF16, {64, 128, 56, 56}, {64, 32, 28, 28}, {2, 3, 8, 8}},
     /* BERT-base has 110M parameters, BERT-mini 11M: as 16 equal tensors. */
     {&adam_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},
     {&grad_norm_case, FILO_F32, {16, 6881280, 0, 0}, {16, 700416, 0, 0}, {3, 1001, 0, 0}},
-    {&mm_gelu_case, FILO_BF16, {4096, 3072, 768, 0}, {2048, 1024, 256, 0}, {33, 65, 17, 0}},
 };
 const int bench_entry_count = (int)(sizeof bench_entries / sizeof bench_entries[0]);

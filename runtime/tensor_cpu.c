@@ -166,10 +166,47 @@ void filo_cpu_strided_copy(const filo_copy_desc *d)
 #undef COPY_CONVERT
 }
 
+/* n elements of ds bytes from p on: memset for an all-zero pattern (zeros are most fills), else
+ * word stores. */
+static void fill_run(char *p, const void *pattern, size_t ds, int64_t n, int zero)
+{
+    if (zero) {
+        memset(p, 0, (size_t)n * ds);
+        return;
+    }
+    switch (ds) {
+    case 1: memset(p, *(const unsigned char *)pattern, (size_t)n); break;
+#define FILL_WORDS(T)                      \
+    {                                      \
+        T v_, *q_ = (T *)(void *)p;        \
+        memcpy(&v_, pattern, sizeof v_);   \
+        for (int64_t i_ = 0; i_ < n; i_++) \
+            q_[i_] = v_;                   \
+    }                                      \
+    break
+    case 2: FILL_WORDS(uint16_t);
+    case 4: FILL_WORDS(uint32_t);
+    default: FILL_WORDS(uint64_t);
+#undef FILL_WORDS
+    }
+}
+
+/* A contiguous innermost dim is filled a run at a time; other layouts element by element. */
 void filo_cpu_fill(const filo_copy_desc *d, const void *pattern)
 {
     size_t ds = filo_dtype_size(d->dst_dtype);
     char *dst = d->dst;
+    int L = d->ndim - 1;
+    if (L >= 0 && d->dst_strides[L] == 1 && (ds == 1 || ds == 2 || ds == 4 || ds == 8)) {
+        static const unsigned char zeros[8];
+        int zero = memcmp(pattern, zeros, ds) == 0;
+        int64_t run = d->shape[L];
+        filo_copy_desc o = outer_desc(d, L, -1);
+#define FILL_RUN(i, doff, soff) fill_run(dst + (doff) * (int64_t)ds, pattern, ds, run, zero)
+        FOR_EACH_ELEMENT(&o, FILL_RUN);
+#undef FILL_RUN
+        return;
+    }
 #define FILL_ONE(i, doff, soff) memcpy(dst + (doff) * (int64_t)ds, pattern, ds)
     FOR_EACH_ELEMENT(d, FILL_ONE);
 #undef FILL_ONE

@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "commands.h"
-#include "harness.h"
+#include "model_bench.h"
 
 static int fail(const char *what)
 {
@@ -127,7 +127,9 @@ static void usage(FILE *f)
                "  info   list the devices filo can use\n"
                "  tour   run the runtime on every device: random draws, copies, allocator stats\n"
                "  bench kernels [--device D] [--quick] ...\n"
-               "         time each fused kernel and key op against the machine's measured ceilings\n");
+               "         time each fused kernel and key op against the machine's measured ceilings\n"
+               "  bench train|infer [--config NAME|DIR] [--seq N] [--batch N] [--bf16] [--json] ...\n"
+               "         BERT training steps or forward passes: throughput, MFU, step times, memory\n");
 }
 
 int main(int argc, char **argv)
@@ -144,8 +146,8 @@ int main(int argc, char **argv)
         return filo_cmd_finetune(argc - 2, argv + 2);
     if (strcmp(argv[1], "predict") == 0)
         return filo_cmd_predict(argc - 2, argv + 2);
-    if (strcmp(argv[1], "bench") == 0 && argc >= 3 && strcmp(argv[2], "kernels") == 0)
-        return filo_bench_kernels_main(argc - 3, argv + 3);
+    if (strcmp(argv[1], "bench") == 0)
+        return filo_bench_main(argc - 2, argv + 2);
     if (strcmp(argv[1], "tokenize") == 0)
         return filo_cmd_tokenize(argc - 2, argv + 2);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {

@@ -33,6 +33,16 @@
 
 enum { QB = 16, KB = 64 };
 
+/* The range functions run in a build for the CPU at hand, picked when the library loads (GCC's
+ * function multiversioning); the vector helpers are inlined into each build. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATTN_CLONES __attribute__((target_clones("avx2", "default")))
+#define ATTN_HOT static inline __attribute__((always_inline))
+#else
+#define ATTN_CLONES
+#define ATTN_HOT static inline
+#endif
+
 /* A range of (b, h) pairs on one pool thread: each pair is independent and writes its own rows
  * of every output, so any split gives the same bits. */
 typedef struct attn_job {
@@ -98,10 +108,13 @@ filo_status filo_cpu_attention_backward(const filo_attention_desc *d)
 
 typedef ATTN_ACC ATTN_FN(acc_t);
 #define A ATTN_FN(acc_t)
-/* 16-byte vectors (GNU vector extension, GCC and Clang; the x86-64 baseline's SSE width): the
- * loops over D and over a key block are written on them because GCC's -O2 cost model does not
- * vectorize loops of runtime length. Reduced alignment: rows are addressed at any element. */
-typedef A ATTN_FN(vec_t) __attribute__((vector_size(16), aligned(sizeof(A))));
+/* 32-byte vectors (GNU vector extension, GCC and Clang): the loops over D and over a key block
+ * are written on them because GCC's -O2 cost model does not vectorize loops of runtime length.
+ * On the x86-64 baseline a 32-byte vector is two SSE instructions; the range functions below are
+ * also built for AVX2 (ATTN_CLONES), where it is one. Every lane runs the same operations in the
+ * same order in both builds (ISO C: no FMA contraction), so the bits do not depend on the CPU.
+ * Reduced alignment: rows are addressed at any element. */
+typedef A ATTN_FN(vec_t) __attribute__((vector_size(32), aligned(sizeof(A))));
 #define V ATTN_FN(vec_t)
 #define VL ((int)(sizeof(V) / sizeof(A)))
 
@@ -170,7 +183,7 @@ static void ATTN_FN(load_kv)(const filo_attention_desc *d, int64_t b, int64_t h,
 
 /* s[0, mp) = q . k[j0 + jj] for a key block (mp a multiple of VL; kt is [D][np] and j0 + mp <= np).
  * Four vectors of s at a time stay in registers while c runs over D. */
-static void ATTN_FN(scores)(A *restrict s, const A *restrict q, const A *restrict kt, int64_t np, int64_t j0, int mp,
+ATTN_HOT void ATTN_FN(scores)(A *restrict s, const A *restrict q, const A *restrict kt, int64_t np, int64_t j0, int mp,
                             int D)
 {
     int jj = 0;
@@ -199,7 +212,7 @@ static void ATTN_FN(scores)(A *restrict s, const A *restrict q, const A *restric
 }
 
 /* o[0, D) = o * alpha + sum_{jj < m} w[jj] * rows[jj][0, D): rows are D apart. */
-static void ATTN_FN(gemv_t)(A *restrict o, A alpha, const A *restrict w, const A *restrict rows, int m, int D)
+ATTN_HOT void ATTN_FN(gemv_t)(A *restrict o, A alpha, const A *restrict w, const A *restrict rows, int m, int D)
 {
     for (int c = 0; c < D; c += 2 * VL) {
         V a0 = *(V *)(o + c) * alpha, a1 = *(V *)(o + c + VL) * alpha;
@@ -214,7 +227,7 @@ static void ATTN_FN(gemv_t)(A *restrict o, A alpha, const A *restrict w, const A
 }
 
 /* y[0, D) += a * x[0, D) */
-static void ATTN_FN(axpy)(A *restrict y, A a, const A *restrict x, int D)
+ATTN_HOT void ATTN_FN(axpy)(A *restrict y, A a, const A *restrict x, int D)
 {
     for (int c = 0; c < D; c += VL)
         *(V *)(y + c) += a * *(const V *)(x + c);
@@ -224,7 +237,7 @@ static A ATTN_FN(exp_)(A x) { return sizeof(A) == sizeof(double) ? (A)exp((doubl
 
 static int64_t ATTN_FN(round_up)(int64_t n) { return (n + VL - 1) / VL * VL; }
 
-static void ATTN_FN(attn_forward_range)(void *ctx, int chunk, int64_t bh0, int64_t bh1)
+ATTN_CLONES static void ATTN_FN(attn_forward_range)(void *ctx, int chunk, int64_t bh0, int64_t bh1)
 {
     (void)chunk;
     attn_job *job = ctx;
@@ -307,7 +320,7 @@ static void ATTN_FN(attn_forward_range)(void *ctx, int chunk, int64_t bh0, int64
     free(buf);
 }
 
-static void ATTN_FN(attn_backward_range)(void *ctx, int chunk, int64_t bh0, int64_t bh1)
+ATTN_CLONES static void ATTN_FN(attn_backward_range)(void *ctx, int chunk, int64_t bh0, int64_t bh1)
 {
     (void)chunk;
     attn_job *job = ctx;

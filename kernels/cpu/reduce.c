@@ -4,11 +4,13 @@
  * float otherwise) into a scratch row, then reduces the row. Sums are pairwise, like the GPU's
  * tree, so f32 sums of long rows keep their precision; variance is two-pass. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "element.h"
 #include "error.h"
+#include "parallel.h"
 #include "reduce_backend.h"
 
 /* Rows up to this length are summed left to right; longer ones split in halves. */
@@ -87,43 +89,79 @@ static void gather_d(const char *x, filo_dtype dt, int64_t start, int64_t n, int
         v[i] = filo_el_load_f(x + (start + i * stride) * (int64_t)es, dt);
 }
 
-filo_status filo_cpu_reduce(const filo_reduce_desc *d)
+/* Outputs go in tiles of up to REDUCE_TILE neighbours along `inner` (a bias gradient's columns):
+ * a tile's values are gathered row by row, REDUCE_TILE contiguous elements at a time, where one
+ * output at a time read a whole cache line for each element of a column. Each output is still
+ * reduced alone by the routines above, so the bits do not depend on the tiling; tiles spread over
+ * the CPU pool, each chunk with its own scratch. */
+#define REDUCE_TILE 16
+
+typedef struct reduce_job {
+    const filo_reduce_desc *d;
+    int64_t tiles_per_outer, width;
+    atomic_int failed;
+} reduce_job;
+
+static void reduce_tiles(void *ctx, int chunk, int64_t t0, int64_t t1)
 {
+    (void)chunk;
+    reduce_job *job = ctx;
+    const filo_reduce_desc *d = job->d;
     int dbl = d->dtype == FILO_F64;
     int64_t n = d->extent;
-    void *scratch = malloc((size_t)(n > 0 ? n : 1) * (dbl ? sizeof(double) : sizeof(float)));
-    if (!scratch)
-        return FILO_FAIL(FILO_ERR_OOM, "no host memory for a row of %lld values", (long long)n);
+    void *scratch = malloc((size_t)(n > 0 ? n * job->width : 1) * (dbl ? sizeof(double) : sizeof(float)));
+    if (!scratch) {
+        atomic_store(&job->failed, 1);
+        return;
+    }
     const char *x = d->x;
     char *out = d->out;
     size_t es = filo_dtype_size(d->dtype);
-    for (int64_t o = 0; o < d->outer; o++) {
-        for (int64_t i = 0; i < d->inner; i++) {
-            int64_t start = o * n * d->inner + i, k = o * d->inner + i;
-            if (d->kind == FILO_RK_ARGMAX) {
-                int64_t best;
-                if (dbl) {
-                    gather_d(x, d->dtype, start, n, d->inner, scratch);
-                    best = row_arg_extreme_d(scratch, n, 1);
-                } else {
-                    gather_f(x, d->dtype, start, n, d->inner, scratch);
-                    best = row_arg_extreme_f(scratch, n, 1);
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t o = t / job->tiles_per_outer, i0 = t % job->tiles_per_outer * job->width;
+        int64_t w = d->inner - i0 < job->width ? d->inner - i0 : job->width, start = o * n * d->inner + i0;
+        if (d->dtype == FILO_F32) {
+            const float *xf = (const float *)x + start;
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t c = 0; c < w; c++)
+                    ((float *)scratch)[c * n + r] = xf[r * d->inner + c];
+        } else {
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t c = 0; c < w; c++) {
+                    const char *p = x + (start + r * d->inner + c) * (int64_t)es;
+                    if (dbl)
+                        ((double *)scratch)[c * n + r] = filo_el_load_f(p, d->dtype);
+                    else
+                        ((float *)scratch)[c * n + r] = (float)filo_el_load_f(p, d->dtype);
                 }
-                ((int64_t *)out)[k] = best;
+        }
+        for (int64_t c = 0; c < w; c++) {
+            int64_t k = o * d->inner + i0 + c;
+            if (d->kind == FILO_RK_ARGMAX) {
+                ((int64_t *)out)[k] = dbl ? row_arg_extreme_d((double *)scratch + c * n, n, 1)
+                                          : row_arg_extreme_f((float *)scratch + c * n, n, 1);
                 continue;
             }
-            double r;
-            if (dbl) {
-                gather_d(x, d->dtype, start, n, d->inner, scratch);
-                r = row_reduce_d(d->kind, scratch, n, d->correction);
-            } else {
-                gather_f(x, d->dtype, start, n, d->inner, scratch);
-                r = row_reduce_f(d->kind, scratch, n, d->correction);
-            }
+            double r = dbl ? row_reduce_d(d->kind, (double *)scratch + c * n, n, d->correction)
+                           : row_reduce_f(d->kind, (float *)scratch + c * n, n, d->correction);
             filo_el_store_f(out + k * (int64_t)es, d->dtype, r);
         }
     }
     free(scratch);
+}
+
+filo_status filo_cpu_reduce(const filo_reduce_desc *d)
+{
+    reduce_job job = {.d = d, .width = d->inner < REDUCE_TILE ? d->inner : REDUCE_TILE};
+    if (job.width < 1)
+        job.width = 1;
+    job.tiles_per_outer = (d->inner + job.width - 1) / job.width;
+    atomic_init(&job.failed, 0);
+    int64_t per_tile = job.width * (d->extent > 0 ? d->extent : 1);
+    filo_parallel_for(d->outer * job.tiles_per_outer, per_tile < 32768 ? 32768 / per_tile : 1, reduce_tiles, &job);
+    if (atomic_load(&job.failed))
+        return FILO_FAIL(FILO_ERR_OOM, "no host memory for %lld rows of %lld values", (long long)job.width,
+                         (long long)d->extent);
     return FILO_OK;
 }
 
