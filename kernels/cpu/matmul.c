@@ -1,7 +1,9 @@
 /* CPU GEMM: f32 through oneDNN's matmul primitive (the fastest GEMM on the target CPUs, see
- * shared/notes/cpu-blas.md), bf16/f16 converted to f32 around the same call (bf16 GEMM is slower
- * than f32 without AMX), and f64, which oneDNN lacks, through a plain loop in double. This is
- * also the reference the CUDA (cuBLASLt) path is compared with. */
+ * shared/notes/cpu-blas.md); bf16 through oneDNN's bf16 kernels (f32 accumulation and bias, one
+ * rounding at the store, as cuBLASLt does), twice the f32 rate on the AMD EPYC of
+ * docs/benchmarks.md, falling back to f32 around the f32 call where oneDNN has only reference
+ * code for bf16; f16 converted to f32 around the f32 call; f64, which oneDNN lacks, through a
+ * plain loop in double. This is also the reference the CUDA (cuBLASLt) path is compared with. */
 #include <dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +15,12 @@
 
 /* The 3-D memory descriptor [batch or 1, rows, cols] of an operand. */
 static filo_status operand_md(dnnl_memory_desc_t *md, const filo_matmul_operand *o, int64_t batch, int64_t rows,
-                              int64_t cols)
+                              int64_t cols, dnnl_data_type_t dt)
 {
     int64_t extent = o->trans ? cols * o->ld : rows * o->ld;
     dnnl_dims_t dims = {o->batch_stride ? batch : 1, rows, cols};
     dnnl_dims_t strides = {o->batch_stride ? o->batch_stride : extent, o->trans ? 1 : o->ld, o->trans ? o->ld : 1};
-    DNNL_TRY(dnnl_memory_desc_init_by_strides(md, 3, dims, dnnl_f32, strides));
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(md, 3, dims, dt, strides));
     return FILO_OK;
 }
 
@@ -39,29 +41,34 @@ static void dnnl_objects_free(dnnl_objects *o)
         dnnl_primitive_desc_destroy(o->pd);
 }
 
-static filo_status matmul_f32_objects(const filo_matmul_desc *d, const float *a, const float *b, const float *bias,
-                                      float *c, dnnl_objects *o)
+/* Builds the primitive for d's shapes with operands of type dt (f32 accumulation either way). */
+static filo_status matmul_prepare(const filo_matmul_desc *d, dnnl_data_type_t dt, int with_bias, dnnl_objects *o,
+                                  dnnl_memory_desc_t md[4])
 {
-    dnnl_memory_desc_t a_md, b_md, bias_md, c_md;
-    FILO_TRY(operand_md(&a_md, &d->a, d->batch, d->m, d->k));
-    FILO_TRY(operand_md(&b_md, &d->b, d->batch, d->k, d->n));
+    FILO_TRY(operand_md(&md[0], &d->a, d->batch, d->m, d->k, dt));
+    FILO_TRY(operand_md(&md[1], &d->b, d->batch, d->k, d->n, dt));
     dnnl_dims_t c_dims = {d->batch, d->m, d->n}, c_strides = {d->m * d->n, d->n, 1};
-    DNNL_TRY(dnnl_memory_desc_init_by_strides(&c_md, 3, c_dims, dnnl_f32, c_strides));
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(&md[2], 3, c_dims, dt, c_strides));
     dnnl_dims_t bias_dims = {1, 1, d->n}, bias_strides = {d->n, d->n, 1};
-    DNNL_TRY(dnnl_memory_desc_init_by_strides(&bias_md, 3, bias_dims, dnnl_f32, bias_strides));
-
+    DNNL_TRY(dnnl_memory_desc_init_by_strides(&md[3], 3, bias_dims, dt, bias_strides));
     dnnl_matmul_desc_t op;
-    DNNL_TRY(dnnl_matmul_desc_init(&op, &a_md, &b_md, bias ? &bias_md : NULL, &c_md));
+    DNNL_TRY(dnnl_matmul_desc_init(&op, &md[0], &md[1], with_bias ? &md[3] : NULL, &md[2]));
     DNNL_TRY(dnnl_primitive_desc_create(&o->pd, &op, NULL, filo_dnnl_engine(), NULL));
+    return FILO_OK;
+}
+
+static filo_status matmul_execute(dnnl_objects *o, const dnnl_memory_desc_t md[4], const void *a, const void *b,
+                                  const void *bias, void *c)
+{
     DNNL_TRY(dnnl_primitive_create(&o->prim, o->pd));
-    DNNL_TRY(dnnl_memory_create(&o->mem[0], &a_md, filo_dnnl_engine(), (void *)a));
-    DNNL_TRY(dnnl_memory_create(&o->mem[1], &b_md, filo_dnnl_engine(), (void *)b));
-    DNNL_TRY(dnnl_memory_create(&o->mem[2], &c_md, filo_dnnl_engine(), c));
+    DNNL_TRY(dnnl_memory_create(&o->mem[0], &md[0], filo_dnnl_engine(), (void *)a));
+    DNNL_TRY(dnnl_memory_create(&o->mem[1], &md[1], filo_dnnl_engine(), (void *)b));
+    DNNL_TRY(dnnl_memory_create(&o->mem[2], &md[2], filo_dnnl_engine(), c));
     dnnl_exec_arg_t args[4] = {
         {DNNL_ARG_SRC, o->mem[0]}, {DNNL_ARG_WEIGHTS, o->mem[1]}, {DNNL_ARG_DST, o->mem[2]}, {DNNL_ARG_BIAS, NULL}};
     int nargs = 3;
     if (bias) {
-        DNNL_TRY(dnnl_memory_create(&o->mem[3], &bias_md, filo_dnnl_engine(), (void *)bias));
+        DNNL_TRY(dnnl_memory_create(&o->mem[3], &md[3], filo_dnnl_engine(), (void *)bias));
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, o->mem[3]};
     }
     DNNL_TRY(dnnl_primitive_execute(o->prim, filo_dnnl_stream(), nargs, args));
@@ -74,8 +81,31 @@ static filo_status matmul_f32(const filo_matmul_desc *d, const float *a, const f
 {
     FILO_TRY(filo_dnnl_ready());
     dnnl_objects o;
+    dnnl_memory_desc_t md[4];
     memset(&o, 0, sizeof o);
-    filo_status s = matmul_f32_objects(d, a, b, bias, c, &o);
+    filo_status s = matmul_prepare(d, dnnl_f32, bias != NULL, &o, md);
+    if (s == FILO_OK)
+        s = matmul_execute(&o, md, a, b, bias, c);
+    dnnl_objects_free(&o);
+    return s;
+}
+
+/* bf16 operands, bias and result, f32 accumulation and bias add in oneDNN's bf16 kernel. Sets
+ * *taken = 0 (and computes nothing) where oneDNN offers only reference code for bf16 here. */
+static filo_status matmul_bf16_native(const filo_matmul_desc *d, int *taken)
+{
+    *taken = 0;
+    FILO_TRY(filo_dnnl_ready());
+    dnnl_objects o;
+    dnnl_memory_desc_t md[4];
+    memset(&o, 0, sizeof o);
+    filo_status s = matmul_prepare(d, dnnl_bf16, d->bias != NULL, &o, md);
+    const char *impl = NULL;
+    if (s == FILO_OK && dnnl_primitive_desc_query(o.pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl && !strstr(impl, "ref")) {
+        *taken = 1;
+        s = matmul_execute(&o, md, d->a.data, d->b.data, d->bias, d->c);
+    }
     dnnl_objects_free(&o);
     return s;
 }
@@ -163,7 +193,11 @@ filo_status filo_cpu_matmul(const filo_matmul_desc *d)
 {
     switch (d->dtype) {
     case FILO_F32: return matmul_f32(d, d->a.data, d->b.data, d->bias, d->c);
-    case FILO_BF16:
+    case FILO_BF16: {
+        int taken;
+        filo_status s = matmul_bf16_native(d, &taken);
+        return s != FILO_OK || taken ? s : matmul_half(d);
+    }
     case FILO_F16: return matmul_half(d);
     case FILO_F64: return matmul_f64(d);
     default: return FILO_FAIL(FILO_ERR_DTYPE, "no GEMM for %s", filo_dtype_name(d->dtype));
