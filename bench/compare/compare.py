@@ -241,8 +241,18 @@ def openblas_coretype(flags):
 
 
 def contenders(a):
-    """(key, label, kind, env, spec extras) for every implementation measured; the key is the
-    chart's short label too."""
+    """(key, label, kind, env, spec extras) for every implementation measured, in every precision
+    asked for; the key is the chart's short label too."""
+    out = []
+    for prec in a.precisions:
+        for key, label, kind, env, extra in contenders_at(a, prec == "bf16"):
+            if len(a.precisions) > 1:
+                key, label = "%s %s" % (key, prec), "%s, %s" % (label, prec)
+            out.append((key, label, kind, env, dict(extra, bf16=prec == "bf16")))
+    return out
+
+
+def contenders_at(a, bf16):
     out = [("filo", "filo", "filo", {}, {})]
     if a.device == "cpu":
         core = a.coretype or openblas_coretype(cpu_flags())
@@ -257,7 +267,7 @@ def contenders(a):
                                                                  blas_threads)
             out.append((key, label, "torch", env, {"torch_threads": torch_threads, "variant": "eager"}))
     else:
-        amp = "bf16 autocast, " if a.bf16 else ""
+        amp = "bf16 autocast, " if bf16 else ""
         out.append(("torch eager", "torch eager (%sSDPA, fused AdamW)" % amp, "torch", {}, {"variant": "eager"}))
         out.append(("torch.compile", "torch.compile (%sSDPA, fused AdamW)" % amp, "torch", {},
                     {"variant": "compile"}))
@@ -271,11 +281,11 @@ def run_one(a, mode, kind, env, extra):
     if kind == "filo":
         cmd = [a.filo, "bench", mode, "--config", a.config, "--seq", str(a.seq), "--batch", str(a.batch),
                "--steps", str(a.steps), "--warmup", str(warmup), "--device", a.device, "--json"]
-        if a.bf16:
+        if extra["bf16"]:
             cmd.append("--bf16")
     else:
         spec = {"mode": mode, "config": a.config, "seq": a.seq, "batch": a.batch, "steps": a.steps,
-                "warmup": warmup, "device": a.device, "bf16": a.bf16}
+                "warmup": warmup, "device": a.device}
         spec.update(extra)
         cmd = [a.python, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     p = subprocess.run(cmd, env=full_env, capture_output=True, text=True)
@@ -306,10 +316,11 @@ def print_table(res, a, flops):
     mem_head = "peak alloc/resv MiB" if gpu else "peak RSS MiB"
     for mode in a.modes:
         rows = res["results"][mode]
-        filo = rows.get("filo")
+        filos = {k: v for k, v in rows.items() if is_filo(k)}
         print("\n%s, %s" % (mode, "forward, loss, backward, AdamW" if mode == "train" else "forward only"))
+        ratio_head = "filo x" if len(filos) < 2 else " ".join(k.split(" ", 1)[1] + " x" for k in filos)
         print("%-46s %9s %9s %10s %11s %8s %20s %9s" % ("implementation", "p50 ms", "p90 ms", "samples/s",
-                                                    "tokens/s", "TFLOP/s", mem_head, "filo x"))
+                                                    "tokens/s", "TFLOP/s", mem_head, ratio_head))
         for key, r in sorted(rows.items(), key=lambda kv: -kv[1].get("samples_per_s", 0)):
             if "error" in r:
                 print("%-46s failed: %s" % (r["label"], r["error"].splitlines()[0][:80]))
@@ -318,45 +329,58 @@ def print_table(res, a, flops):
                 mem = "%s / %s" % (mib(r.get("peak_allocated_bytes")), mib(r.get("peak_reserved_bytes")))
             else:
                 mem = mib(r.get("peak_rss_bytes"))
-            ratio = "%.2fx" % (filo["samples_per_s"] / r["samples_per_s"]) if filo and "samples_per_s" in filo else "-"
+            ratio = " ".join("%.2fx" % (f["samples_per_s"] / r["samples_per_s"]) for f in filos.values()
+                             if "samples_per_s" in f) or "-"
             print("%-46s %9.2f %9.2f %10.1f %11.0f %8.3f %20s %9s" % (
                 r["label"], r["step_ms_p50"], r["step_ms_p90"], r["samples_per_s"], r["tokens_per_s"],
-                flops[mode] / (r["step_ms_p50"] * 1e-3) * 1e-12, mem, ratio if key != "filo" else ""))
+                flops[mode] / (r["step_ms_p50"] * 1e-3) * 1e-12, mem, ratio if not is_filo(key) else ""))
+
+
+def is_filo(key):
+    return key == "filo" or key.startswith("filo ")
 
 
 def judge(res, a):
-    """One line per goal: where it stands."""
+    """One line per goal and filo precision: where it stands. On a CPU each filo row is held
+    against the best PyTorch row of any precision and thread split."""
     lines = []
     for mode in a.modes:
         rows = {k: v for k, v in res["results"][mode].items() if "samples_per_s" in v}
-        filo = rows.get("filo")
-        if not filo:
+        filos = {k: v for k, v in rows.items() if is_filo(k)}
+        torch_rows = {k: v for k, v in rows.items() if not is_filo(k)}
+        if not filos:
             lines.append("%s: filo did not run" % mode)
             continue
-        torch_rows = {k: v for k, v in rows.items() if k != "filo"}
-        if a.device == "cpu" and torch_rows:
-            best_key = max(torch_rows, key=lambda k: torch_rows[k]["samples_per_s"])
-            best = torch_rows[best_key]
-            sp = filo["samples_per_s"] / best["samples_per_s"]
-            mem = filo.get("peak_rss_bytes", 0) / best["peak_rss_bytes"] if best.get("peak_rss_bytes") else float("nan")
-            lines.append("%s: filo %.2fx the best PyTorch CPU setting (%s), goal %.2fx: %s; peak RSS %.2fx PyTorch's "
-                         "(goal below 1): %s" % (mode, sp, best["label"], GOALS_CPU["speedup"],
-                                                  "met" if sp >= GOALS_CPU["speedup"] else "NOT met", mem,
-                                                  "met" if mem < 1 else "NOT met"))
-            res["ratios"][mode] = {"vs": best_key, "speedup": sp, "peak_rss_ratio": mem}
-        elif torch_rows:
-            res["ratios"][mode] = {}
-            for key, goal in (("torch eager", GOALS_GPU["speedup_eager"]),
-                              ("torch.compile", GOALS_GPU["speedup_compile"])):
-                if key in torch_rows:
-                    sp = filo["samples_per_s"] / torch_rows[key]["samples_per_s"]
-                    res["ratios"][mode][key] = sp
-                    lines.append("%s: filo %.2fx %s, goal %.2fx: %s" % (mode, sp, torch_rows[key]["label"], goal,
-                                                                        "met" if sp >= goal else "NOT met"))
-        if a.device != "cpu" and mode == "train" and filo.get("mfu_datasheet") is not None:
-            m = filo["mfu_datasheet"]
-            lines.append("train: filo MFU %.1f%% of the datasheet peak (%.1f%% of the measured GEMM peak), "
-                         "goal 50%%: %s" % (100 * m, 100 * filo["mfu"], "met" if m >= GOALS_GPU["mfu"] else "NOT met"))
+        res["ratios"][mode] = {}
+        for fkey, filo in filos.items():
+            if a.device == "cpu" and torch_rows:
+                best_key = max(torch_rows, key=lambda k: torch_rows[k]["samples_per_s"])
+                best = torch_rows[best_key]
+                sp = filo["samples_per_s"] / best["samples_per_s"]
+                mem = (filo.get("peak_rss_bytes", 0) / best["peak_rss_bytes"] if best.get("peak_rss_bytes")
+                       else float("nan"))
+                lines.append("%s: %s %.2fx the best PyTorch CPU setting (%s), goal %.2fx: %s; peak RSS %.2fx "
+                             "PyTorch's (goal below 1): %s" % (
+                                 mode, filo["label"], sp, best["label"], GOALS_CPU["speedup"],
+                                 "met" if sp >= GOALS_CPU["speedup"] else "NOT met", mem,
+                                 "met" if mem < 1 else "NOT met"))
+                res["ratios"][mode][fkey] = {"vs": best_key, "speedup": sp, "peak_rss_ratio": mem}
+            elif torch_rows:
+                res["ratios"][mode][fkey] = {}
+                suffix = fkey[len("filo"):]
+                for key, goal in (("torch eager", GOALS_GPU["speedup_eager"]),
+                                  ("torch.compile", GOALS_GPU["speedup_compile"])):
+                    if key + suffix in torch_rows:
+                        sp = filo["samples_per_s"] / torch_rows[key + suffix]["samples_per_s"]
+                        res["ratios"][mode][fkey][key + suffix] = sp
+                        lines.append("%s: %s %.2fx %s, goal %.2fx: %s" % (
+                            mode, filo["label"], sp, torch_rows[key + suffix]["label"], goal,
+                            "met" if sp >= goal else "NOT met"))
+            if a.device != "cpu" and mode == "train" and filo.get("mfu_datasheet") is not None:
+                m = filo["mfu_datasheet"]
+                lines.append("train: %s MFU %.1f%% of the datasheet peak (%.1f%% of the measured GEMM peak), "
+                             "goal 50%%: %s" % (filo["label"], 100 * m, 100 * filo["mfu"],
+                                                "met" if m >= GOALS_GPU["mfu"] else "NOT met"))
     return lines
 
 
@@ -380,12 +404,12 @@ def write_png(res, a, path):
         m = res["machine"]
         ratios = []
         for mode in modes:
-            r = res["ratios"].get(mode, {})
-            if "speedup" in r:
-                ratios.append("%s: filo %.2fx the best PyTorch" % (mode, r["speedup"]))
-            ratios += ["%s: filo %.2fx %s" % (mode, v, k) for k, v in r.items() if k.startswith("torch")]
+            for fkey, r in res["ratios"].get(mode, {}).items():
+                if "speedup" in r:
+                    ratios.append("%s: %s %.2fx the best PyTorch" % (mode, fkey, r["speedup"]))
+                ratios += ["%s: %s %.2fx %s" % (mode, fkey, v, k) for k, v in r.items() if k.startswith("torch")]
         title = "BERT %s, seq %d, batch %d, %s on %s: samples/s (higher is better)\\n%s" % (
-            a.config, a.seq, a.batch, "bf16" if a.bf16 else "f32", m["device_name"], "; ".join(ratios))
+            a.config, a.seq, a.batch, "/".join(a.precisions), m["device_name"], "; ".join(ratios))
         if a.device == "cpu":
             title += "\\nT: torch threads, B: OpenBLAS threads"
         script = os.path.join(tmp, "plot.gp")
@@ -417,7 +441,9 @@ def main():
     ap.add_argument("--config", default="mini", help="tiny|mini|small|medium|base or a model folder (default mini)")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides (as --precisions bf16)")
+    ap.add_argument("--precisions", help="f32, bf16 or f32,bf16: every contender in each (default f32, or bf16 "
+                    "with --bf16)")
     ap.add_argument("--modes", default="train,infer", help="train,infer (default both)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds over every contender (default 5)")
     ap.add_argument("--steps", type=int, default=10, help="measured steps per run (default 10)")
@@ -433,6 +459,10 @@ def main():
     if not a.filo or not os.access(a.filo, os.X_OK):
         ap.error("--filo must name the built filo binary (BUILD/tools/filo)")
     a.modes = [m for m in a.modes.split(",") if m]
+    a.precisions = [p for p in (a.precisions or ("bf16" if a.bf16 else "f32")).split(",") if p]
+    if not a.precisions or any(p not in ("f32", "bf16") for p in a.precisions) or len(set(a.precisions)) < len(
+            a.precisions):
+        ap.error("--precisions takes f32, bf16 or f32,bf16")
     if not a.modes or any(m not in ("train", "infer") for m in a.modes):
         ap.error("--modes takes train, infer or train,infer")
     if a.rounds < 1 or a.steps < 1 or a.warmup < 1 or a.seq < 1 or a.batch < 1:
@@ -442,7 +472,7 @@ def main():
     cs = contenders(a)
     res = {"machine": {"device": a.device, "cpu": cpu_model(), "cores": os.cpu_count(),
                        "kernel": platform.release(), "python": platform.python_version()},
-           "settings": {"config": a.config, "seq": a.seq, "batch": a.batch, "bf16": a.bf16, "rounds": a.rounds,
+           "settings": {"config": a.config, "seq": a.seq, "batch": a.batch, "precisions": a.precisions, "rounds": a.rounds,
                         "steps": a.steps, "warmup": a.warmup, "model_flops_per_step": flops,
                         "command": " ".join([os.path.basename(sys.executable)] + sys.argv)},
            "results": {m: {} for m in a.modes}, "ratios": {}}
@@ -477,7 +507,7 @@ def main():
             s["label"], s["env"] = label, env
             s["samples_per_s"] = a.batch / (s["step_ms_p50"] * 1e-3)
             s["tokens_per_s"] = a.batch * a.seq / (s["step_ms_p50"] * 1e-3)
-            if key == "filo":
+            if is_filo(key):
                 last = runs[mode][key][-1]
                 for k in ("mfu", "mfu_datasheet", "measured_peak_flops_per_s", "datasheet_peak_flops_per_s",
                           "raw_allocs_after_warmup", "filo_version", "device_name"):
@@ -486,7 +516,7 @@ def main():
                 if last.get("datasheet_peak_flops_per_s"):
                     s["mfu_datasheet"] = flops[mode] / (s["step_ms_p50"] * 1e-3) / last["datasheet_peak_flops_per_s"]
             res["results"][mode][key] = s
-    f0 = first.get("filo", {})
+    f0 = next((first[k] for k, *_ in cs if is_filo(k) and k in first), {})
     t0 = next((first[k] for k, _, kind, *_ in cs if kind == "torch" and k in first), {})
     res["machine"]["device_name"] = f0.get("device_name") or t0.get("device_name") or cpu_model()
     res["versions"] = {"filo": f0.get("filo_version"), "torch": t0.get("torch_version"),
@@ -494,7 +524,8 @@ def main():
     m = res["machine"]
     print("BERT %s (%d layers, hidden %d, %d heads, FFN %d), seq %d, batch %d, %s, on %s (%s, %s cores)" % (
         a.config, c["num_hidden_layers"], c["hidden_size"], c["num_attention_heads"], c["intermediate_size"], a.seq,
-        a.batch, "bf16 autocast" if a.bf16 else "f32", a.device, m["device_name"], m["cores"]))
+        a.batch, " and ".join("bf16 autocast" if p == "bf16" else p for p in a.precisions), a.device,
+        m["device_name"], m["cores"]))
     blas = res["versions"]["blas"]
     print("filo %s; PyTorch %s%s; %d rounds alternating, each run %d warm-up + %d steps; medians over rounds" % (
         res["versions"]["filo"], res["versions"]["torch"],
