@@ -1,6 +1,6 @@
 /* CPU optimizer kernels: the reference for kernels/cuda/optim.cu.
  * The Adam step runs filo_adam_update (kernels/optim_backend.h) on every element, the same f32
- * code the CUDA kernel runs. The gradient norm accumulates in double per chunk of a tensor, adds
+ * code the CUDA kernel runs (16 lanes at a time for f32 gradients: kernels/cpu/adam_simd.h). The gradient norm accumulates in double per chunk of a tensor, adds
  * the chunks and then the tensors in order and rounds once to f32 (the CUDA kernel sums per chunk
  * in f32, so the two agree to about 1e-7 relative, not bitwise). Large tensors are split over the
  * CPU pool; the chunking depends only on sizes, so results do not depend on the thread count. */
@@ -8,6 +8,7 @@
 
 #include "element.h"
 #include "error.h"
+#include "adam_simd.h"
 #include "optim_backend.h"
 #include "parallel.h"
 
@@ -33,12 +34,17 @@ typedef struct adam_job {
     float scale;
 } adam_job;
 
-static void adam_range(void *ctx, int chunk, int64_t begin, int64_t end)
+FILO_SIMD_CLONES static void adam_range(void *ctx, int chunk, int64_t begin, int64_t end)
 {
     (void)chunk;
     const adam_job *job = ctx;
     const filo_adam_desc *d = job->d;
     const filo_adam_tensor *t = job->t;
+    if (d->grad_dtype == FILO_F32) {
+        adam_range_f32(t->param, t->grad, t->exp_avg, t->exp_avg_sq, t->copy, d->copy_dtype,
+                       d->grad_scale ? job->scale : 1.0f, &d->s, begin, end);
+        return;
+    }
     for (int64_t i = begin; i < end; i++) {
         float g = load_grad(t->grad, d->grad_dtype, i);
         if (d->grad_scale)

@@ -34,6 +34,25 @@ typedef int filo_v16i __attribute__((vector_size(64), aligned(4)));
 #define FILO_V8D_LANES 8
 
 
+/* x = sqrtf(x) on every lane (correctly rounded, as the scalar sqrtf). Four SSE square roots,
+ * which every x86-64 has: GCC vectorizes no sqrtf while it must set errno, and the loops that need
+ * one are bound by memory, not by these. (Vectors go by pointer: a 64-byte vector argument has no
+ * ABI that all the builds share.) */
+FILO_SIMD_INLINE void filo_v16f_sqrt(filo_v16f *x)
+{
+#if defined(__x86_64__)
+    for (int i = 0; i < 4; i++) {
+        __m128 q;
+        memcpy(&q, (const float *)x + 4 * i, sizeof q);
+        q = _mm_sqrt_ps(q);
+        memcpy((float *)x + 4 * i, &q, sizeof q);
+    }
+#else
+    for (int i = 0; i < FILO_V16F_LANES; i++)
+        (*x)[i] = __builtin_sqrtf((*x)[i]);
+#endif
+}
+
 /* Zeroes n bytes with non-temporal stores (16-byte SSE2 ones, which every x86-64 has): for
  * outputs much larger than the caches, where a cached store first reads in every line it writes.
  * Call filo_simd_stream_fence() before another thread may read the bytes. */
