@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "element.h"
 #include "error.h"
@@ -212,17 +213,30 @@ filo_status filo_cpu_reduce(const filo_reduce_desc *d)
     return FILO_OK;
 }
 
-filo_status filo_cpu_softmax(const filo_softmax_desc *d)
+/* Rows of a softmax over the CPU pool, each chunk with its own scratch row. f32 rows are read and
+ * written as floats; other dtypes go through the element conversions. Each row is worked on
+ * alone, so the bits do not depend on the split. */
+typedef struct softmax_job {
+    const filo_softmax_desc *d;
+    atomic_int failed;
+} softmax_job;
+
+static void softmax_rows(void *ctx, int chunk, int64_t r0, int64_t r1)
 {
+    (void)chunk;
+    softmax_job *job = ctx;
+    const filo_softmax_desc *d = job->d;
     int dbl = d->dtype == FILO_F64;
     int64_t n = d->cols;
     void *scratch = malloc((size_t)n * (dbl ? sizeof(double) : sizeof(float)));
-    if (!scratch)
-        return FILO_FAIL(FILO_ERR_OOM, "no host memory for a row of %lld values", (long long)n);
+    if (!scratch) {
+        atomic_store(&job->failed, 1);
+        return;
+    }
     size_t es = filo_dtype_size(d->dtype);
     const char *x = d->x;
     char *out = d->out;
-    for (int64_t r = 0; r < d->rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         char *y = out + r * n * (int64_t)es;
         if (dbl) {
             double *v = scratch, shift, scale;
@@ -232,6 +246,18 @@ filo_status filo_cpu_softmax(const filo_softmax_desc *d)
                 double xi = filo_el_load_f(x + (r * n + i) * (int64_t)es, d->dtype);
                 filo_el_store_f(y + i * (int64_t)es, d->dtype, d->log ? (xi - shift) - scale : v[i] * scale);
             }
+        } else if (d->dtype == FILO_F32) {
+            float *v = scratch, shift, scale;
+            const float *xr = (const float *)x + r * n;
+            float *yr = (float *)y;
+            memcpy(v, xr, sizeof(float) * (size_t)n);
+            row_softmax_f(v, n, d->log, &shift, &scale);
+            if (d->log)
+                for (int64_t i = 0; i < n; i++)
+                    yr[i] = (xr[i] - shift) - scale;
+            else
+                for (int64_t i = 0; i < n; i++)
+                    yr[i] = v[i] * scale;
         } else {
             float *v = scratch, shift, scale;
             gather_f(x, d->dtype, r * n, n, 1, v);
@@ -243,5 +269,15 @@ filo_status filo_cpu_softmax(const filo_softmax_desc *d)
         }
     }
     free(scratch);
+}
+
+filo_status filo_cpu_softmax(const filo_softmax_desc *d)
+{
+    softmax_job job = {.d = d};
+    atomic_init(&job.failed, 0);
+    int64_t n = d->cols > 0 ? d->cols : 1;
+    filo_parallel_for(d->rows, n < 16384 ? 16384 / n : 1, softmax_rows, &job);
+    if (atomic_load(&job.failed))
+        return FILO_FAIL(FILO_ERR_OOM, "no host memory for a row of %lld values", (long long)d->cols);
     return FILO_OK;
 }
