@@ -159,60 +159,7 @@ static void forward_rows(void *ctx, int chunk, int64_t r0, int64_t r1)
  * tree, then the tail in order, so they may differ from a left-to-right sum in the last bits of a
  * double. No row buffer: a row is read from L1 again for each pass. */
 
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-typedef uint16_t v8h __attribute__((vector_size(16), aligned(2)));
-typedef uint32_t v8u __attribute__((vector_size(32)));
 #define VL 8
-
-/* Columns [c, c + 8) of a row of dtype t (f32 or bf16; a constant where it is inlined). */
-FILO_SIMD_INLINE void load8(filo_v8d *out, const void *row, filo_dtype t, int64_t c)
-{
-    v8f f;
-    if (t == FILO_F32) {
-        f = *(const v8f *)((const float *)row + c);
-    } else {
-        v8u u = __builtin_convertvector(*(const v8h *)((const uint16_t *)row + c), v8u) << 16;
-        memcpy(&f, &u, sizeof f);
-    }
-    *out = __builtin_convertvector(f, filo_v8d);
-}
-
-/* f32 lanes rounded to bf16 as filo_el_f32_to_bf16 does. */
-FILO_SIMD_INLINE void store8_bf16(uint16_t *dst, const v8f *f)
-{
-    v8u u;
-    memcpy(&u, f, sizeof u);
-    v8u nan = (v8u)((u & 0x7fffffffu) > 0x7f800000u);
-    v8u r = (((u >> 16) | 0x40u) & nan) | (((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) & ~nan);
-    *(v8h *)dst = __builtin_convertvector(r, v8h);
-}
-
-FILO_SIMD_INLINE void store8(void *row, filo_dtype t, int64_t c, const filo_v8d *v)
-{
-    v8f f = __builtin_convertvector(*v, v8f);
-    if (t == FILO_F32)
-        *(v8f *)((float *)row + c) = f;
-    else
-        store8_bf16((uint16_t *)row + c, &f);
-}
-
-FILO_SIMD_INLINE double load1(const void *row, filo_dtype t, int64_t c)
-{
-    return t == FILO_F32 ? (double)((const float *)row)[c] : (double)filo_el_bf16_to_f32(((const uint16_t *)row)[c]);
-}
-
-FILO_SIMD_INLINE void store1(void *row, filo_dtype t, int64_t c, double v)
-{
-    if (t == FILO_F32)
-        ((float *)row)[c] = (float)v;
-    else
-        ((uint16_t *)row)[c] = filo_el_f32_to_bf16((float)v);
-}
-
-FILO_SIMD_INLINE double lanes_sum(const filo_v8d *a)
-{
-    return (((*a)[0] + (*a)[1]) + ((*a)[2] + (*a)[3])) + (((*a)[4] + (*a)[5]) + ((*a)[6] + (*a)[7]));
-}
 
 /* sum over c of (row[c] - shift)^2 (sq) or of row[c] - shift (!sq). */
 FILO_SIMD_INLINE double row_moment(const void *row, filo_dtype t, int64_t C, double shift, int sq)
@@ -222,20 +169,20 @@ FILO_SIMD_INLINE double row_moment(const void *row, filo_dtype t, int64_t C, dou
     for (; c + 4 * VL <= C; c += 4 * VL)
         for (int k = 0; k < 4; k++) {
             filo_v8d v;
-            load8(&v, row, t, c + k * VL);
+            filo_simd_load8d(&v, row, t, c + k * VL);
             v = v - sh;
             acc[k] += sq ? v * v : v;
         }
     for (; c + VL <= C; c += VL) {
         filo_v8d v;
-        load8(&v, row, t, c);
+        filo_simd_load8d(&v, row, t, c);
         v = v - sh;
         acc[0] += sq ? v * v : v;
     }
     filo_v8d a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    double s = lanes_sum(&a);
+    double s = filo_simd_sum8d(&a);
     for (; c < C; c++) {
-        double v = load1(row, t, c) - shift;
+        double v = filo_simd_load1d(row, t, c) - shift;
         s += sq ? v * v : v;
     }
     return s;
@@ -254,16 +201,16 @@ FILO_SIMD_INLINE void forward_row_vec(forward_job *job, filo_dtype t, int64_t r)
         int64_t c = 0;
         for (; c + VL <= C; c += VL) {
             filo_v8d a, b;
-            load8(&a, x, t, c);
-            load8(&b, res, t, c);
-            v8f f = __builtin_convertvector(a, v8f) + __builtin_convertvector(b, v8f);
+            filo_simd_load8d(&a, x, t, c);
+            filo_simd_load8d(&b, res, t, c);
+            filo_v8f f = __builtin_convertvector(a, filo_v8f) + __builtin_convertvector(b, filo_v8f);
             if (t == FILO_F32)
-                *(v8f *)((float *)h + c) = f;
+                *(filo_v8f *)((float *)h + c) = f;
             else
-                store8_bf16((uint16_t *)h + c, &f);
+                filo_simd_store8_bf16((uint16_t *)h + c, &f);
         }
         for (; c < C; c++)
-            store1(h, t, c, (double)((float)load1(x, t, c) + (float)load1(res, t, c)));
+            filo_simd_store1d(h, t, c, (double)((float)filo_simd_load1d(x, t, c) + (float)filo_simd_load1d(res, t, c)));
         x = h;
     }
     double mean = d->rms ? 0.0 : row_moment(x, t, C, 0.0, 0) / (double)C;
@@ -277,15 +224,15 @@ FILO_SIMD_INLINE void forward_row_vec(forward_job *job, filo_dtype t, int64_t r)
     int64_t c = 0;
     for (; c + VL <= C; c += VL) {
         filo_v8d v;
-        load8(&v, x, t, c);
+        filo_simd_load8d(&v, x, t, c);
         v = (v - mv) * rv * *(const filo_v8d *)(job->gamma + c);
         if (job->beta)
             v = v + *(const filo_v8d *)(job->beta + c);
-        store8(y, t, c, &v);
+        filo_simd_store8d(y, t, c, &v);
     }
     for (; c < C; c++) {
-        double v = (load1(x, t, c) - mean) * rstd * job->gamma[c];
-        store1(y, t, c, job->beta ? v + job->beta[c] : v);
+        double v = (filo_simd_load1d(x, t, c) - mean) * rstd * job->gamma[c];
+        filo_simd_store1d(y, t, c, job->beta ? v + job->beta[c] : v);
     }
 }
 
@@ -373,8 +320,8 @@ FILO_SIMD_INLINE void backward_terms(filo_v8d *s1, filo_v8d *s2, const void *dyr
                                      double *dg, double *db)
 {
     filo_v8d dy, xh;
-    load8(&dy, dyr, t, c);
-    load8(&xh, hr, t, c);
+    filo_simd_load8d(&dy, dyr, t, c);
+    filo_simd_load8d(&xh, hr, t, c);
     xh = (xh - *mv) * *rv;
     filo_v8d dxh = dy * *(const filo_v8d *)(gamma + c);
     *s1 += dxh;
@@ -402,9 +349,9 @@ FILO_SIMD_INLINE void backward_row_vec(backward_job *job, filo_dtype t, int64_t 
     for (; c + VL <= C; c += VL)
         backward_terms(&a1[0], &a2[0], dyr, hr, t, c, gamma, &mv, &rv, dg, db);
     filo_v8d s1v = a1[0] + a1[1], s2v = a2[0] + a2[1];
-    double s1 = lanes_sum(&s1v), s2 = lanes_sum(&s2v);
+    double s1 = filo_simd_sum8d(&s1v), s2 = filo_simd_sum8d(&s2v);
     for (int64_t k = c; k < C; k++) {
-        double dy = load1(dyr, t, k), xh = (load1(hr, t, k) - mean) * rstd;
+        double dy = filo_simd_load1d(dyr, t, k), xh = (filo_simd_load1d(hr, t, k) - mean) * rstd;
         double dxh = dy * gamma[k];
         s1 += dxh;
         s2 += dxh * xh;
@@ -418,15 +365,15 @@ FILO_SIMD_INLINE void backward_row_vec(backward_job *job, filo_dtype t, int64_t 
     filo_v8d s1b = (filo_v8d){0} + s1, s2b = (filo_v8d){0} + s2;
     for (c = 0; c + VL <= C; c += VL) {
         filo_v8d dy, xh;
-        load8(&dy, dyr, t, c);
-        load8(&xh, hr, t, c);
+        filo_simd_load8d(&dy, dyr, t, c);
+        filo_simd_load8d(&xh, hr, t, c);
         xh = (xh - mv) * rv;
         filo_v8d v = rv * (dy * *(const filo_v8d *)(gamma + c) - s1b - xh * s2b);
-        store8(dx, t, c, &v);
+        filo_simd_store8d(dx, t, c, &v);
     }
     for (; c < C; c++) {
-        double dy = load1(dyr, t, c), xh = (load1(hr, t, c) - mean) * rstd;
-        store1(dx, t, c, rstd * (dy * gamma[c] - s1 - xh * s2));
+        double dy = filo_simd_load1d(dyr, t, c), xh = (filo_simd_load1d(hr, t, c) - mean) * rstd;
+        filo_simd_store1d(dx, t, c, rstd * (dy * gamma[c] - s1 - xh * s2));
     }
 }
 
