@@ -32,7 +32,7 @@
 /* Reduced alignment: rows are addressed at any element. */
 typedef float filo_v16f __attribute__((vector_size(64), aligned(4)));
 typedef double filo_v8d __attribute__((vector_size(64), aligned(8)));
-typedef int filo_v16i __attribute__((vector_size(64), aligned(4)));
+typedef uint64_t filo_v8u64 __attribute__((vector_size(64)));
 #define FILO_V16F_LANES 16
 #define FILO_V8D_LANES 8
 
