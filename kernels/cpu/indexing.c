@@ -67,7 +67,7 @@ static void zero_row(const index_add_job *job, void *dst, size_t bytes)
         memset(dst, 0, bytes);
 }
 
-/* The f32 sums of output columns [c, c + NV * 16) of one row: `part` and `total` stay in
+/* The f32 sums of output columns [c, c + nv * 16) of one row: `part` and `total` stay in
  * registers while the row's contributions stream by. p0: the sorted position of the first. */
 FILO_SIMD_INLINE void add_block_f32(float *dst, const float *dy, int64_t inner, const int64_t *ks, int64_t cnt,
                                     int64_t p0, int64_t c, int nv)
@@ -201,7 +201,8 @@ filo_status filo_cpu_index_add(const filo_index_add_desc *d)
         start[n] = start[n - 1];
     start[0] = 0;
     int64_t rows = d->outer * N, inner = d->inner > 0 ? d->inner : 1;
-    index_add_job job = {d, start, order, (double)rows * (double)inner * (double)filo_el_size(d->dtype) >= STREAM_BYTES};
+    double bytes = (double)rows * (double)inner * (double)filo_el_size(d->dtype);
+    index_add_job job = {d, start, order, bytes >= STREAM_BYTES};
     int64_t grain = inner < 16384 ? 16384 / inner : 1;
     filo_parallel_for(rows, grain, d->dtype == FILO_F32 ? index_add_rows_f32 : index_add_rows_any, &job);
     free(start);

@@ -209,8 +209,10 @@ FILO_SIMD_INLINE void forward_row_vec(forward_job *job, filo_dtype t, int64_t r)
             else
                 filo_simd_store8_bf16((uint16_t *)h + c, &f);
         }
-        for (; c < C; c++)
-            filo_simd_store1d(h, t, c, (double)((float)filo_simd_load1d(x, t, c) + (float)filo_simd_load1d(res, t, c)));
+        for (; c < C; c++) {
+            float sum = (float)filo_simd_load1d(x, t, c) + (float)filo_simd_load1d(res, t, c);
+            filo_simd_store1d(h, t, c, (double)sum);
+        }
         x = h;
     }
     double mean = d->rms ? 0.0 : row_moment(x, t, C, 0.0, 0) / (double)C;

@@ -34,8 +34,6 @@ typedef float filo_v16f __attribute__((vector_size(64), aligned(4)));
 typedef double filo_v8d __attribute__((vector_size(64), aligned(8)));
 typedef uint64_t filo_v8u64 __attribute__((vector_size(64)));
 #define FILO_V16F_LANES 16
-#define FILO_V8D_LANES 8
-
 
 /* x = sqrtf(x) on every lane (correctly rounded, as the scalar sqrtf). Four SSE square roots,
  * which every x86-64 has: GCC vectorizes no sqrtf while it must set errno, and the loops that need
@@ -114,11 +112,11 @@ FILO_SIMD_INLINE double filo_simd_sum8d(const filo_v8d *a)
     return (((*a)[0] + (*a)[1]) + ((*a)[2] + (*a)[3])) + (((*a)[4] + (*a)[5]) + ((*a)[6] + (*a)[7]));
 }
 
-/* exp of 8 doubles, in place: k = round(x / ln 2) and r = x - k ln 2 (ln 2
- * in two parts, so that k ln2_hi is exact), e^r by its Taylor series to r^13 (|r| <= 0.35: the
- * truncation is below 1e-17), then times 2^k as two powers of two built in the exponent bits, so
- * that subnormal results round once (1 ulp from glibc's exp at most, in 32 million random draws
- * over [-760, 700]). x above 709.8 gives inf, below -745.2 gives 0, NaN gives NaN. */
+/* exp of 8 doubles, in place: k = round(x / ln 2) and r = x - k ln 2 (ln 2 in two parts, so that
+ * k ln2_hi is exact), e^r by its Taylor series to r^13 (|r| <= 0.35: the truncation is below
+ * 1e-17), then times 2^k as two powers of two built in the exponent bits, so that subnormal
+ * results round once. At most 1 ulp from glibc's exp in 32 million random draws over
+ * [-760, 700]; x above 709.8 gives inf, below -745.2 gives 0, NaN gives NaN. */
 FILO_SIMD_INLINE void filo_simd_exp8d(filo_v8d *x)
 {
     typedef int64_t v8l __attribute__((vector_size(64)));
