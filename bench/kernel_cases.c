@@ -112,6 +112,16 @@ static filo_status run_softmax(void *p)
     return free_outputs(filo_softmax(c->t[0], &y), &y, 1);
 }
 
+/* ---- a bias gradient: column sums over the rows (sum over dim 0): read x, write one row ---- */
+
+static filo_status run_col_sums(void *p)
+{
+    tensors_ctx *c = p;
+    filo_tensor *y = NULL;
+    return free_outputs(filo_reduce(FILO_REDUCE_SUM, c->t[0], 0, 0, &y), &y, 1);
+}
+static double bytes_col_sums(filo_dtype t, const int64_t *d) { return (rows_cols(d) + (double)d[1]) * el(t); }
+
 /* ---- LayerNorm with the residual fused: read x and residual, write y and h; 2 stats a row ---- */
 
 static filo_status setup_layernorm(filo_device d, filo_dtype t, const int64_t *dims, void **ctx)
@@ -469,6 +479,8 @@ static double bytes_embedding_bwd(filo_dtype t, const int64_t *d)
 static const bench_case gelu_case = {"gelu (erf)", setup_gelu, run_gelu, teardown_tensors, bytes_rw2, NULL};
 static const bench_case add_case = {"add", setup_add, run_add, teardown_tensors, bytes_rw3, NULL};
 static const bench_case softmax_case = {"softmax", setup_gelu, run_softmax, teardown_tensors, bytes_rw2, NULL};
+static const bench_case col_sums_case = {"bias grad (column sums)", setup_gelu, run_col_sums, teardown_tensors,
+                                         bytes_col_sums, NULL};
 static const bench_case ln_fwd_case = {"layernorm+residual fwd", setup_layernorm, run_layernorm_fwd,
                                        teardown_tensors, bytes_layernorm_fwd, NULL};
 static const bench_case ln_bwd_case = {"layernorm bwd", setup_layernorm_bwd, run_layernorm_bwd, teardown_tensors,
@@ -531,6 +543,8 @@ const bench_entry bench_entries[] = {
     /* the masked-LM head over BERT's 30522-word vocabulary: every token (base), 512 rows (mini) */
     {&ce_case, FILO_BF16, {4096, 30522, 0, 0}, {512, 30522, 0, 0}, {7, 129, 0, 0}},
     {&softmax_case, FILO_F32, {32 * 12 * 128, 128, 0, 0}, {16 * 4 * 128, 128, 0, 0}, QUICK_ROWS},
+    /* the QKV projection's dbias */
+    {&col_sums_case, FILO_F32, BASE_ROWS(2304), MINI_ROWS(768), QUICK_ROWS},
     {&ln_fwd_case, FILO_F32, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_fwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},
     {&ln_bwd_case, FILO_BF16, BASE_ROWS(768), MINI_ROWS(256), QUICK_ROWS},

@@ -3,6 +3,7 @@
  * written here (odd shapes, non-contiguous inputs, every dtype, i64 and i32 indices with
  * duplicates), adjoint checks of every backward in f64, bitwise determinism (run to run and CPU
  * against CUDA), padding_idx, out-of-range indices, empty tensors and every bad-input error. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,6 +293,7 @@ static void many_ids(filo_dtype dt, int64_t K, int64_t V, int64_t D, int64_t pad
     int nb = filo_test_backends(devs);
     size_t bytes = (size_t)(V * D) * 8;
     unsigned char *first = NULL;
+    setenv("FILO_TENSOR_POISON", "1", 1); /* rows left unwritten show */
     for (int b = 0; b < nb; b++) {
         filo_tensor *idt = filo_test_upload(devs[b], FILO_I64, 1, &K, ids);
         filo_tensor *d64 = filo_test_upload(devs[b], FILO_F64, 2, (int64_t[]){K, D}, dy), *dyt;
@@ -328,6 +330,7 @@ static void many_ids(filo_dtype dt, int64_t K, int64_t V, int64_t D, int64_t pad
         filo_tensor_free(d64);
         filo_tensor_free(dyt);
     }
+    unsetenv("FILO_TENSOR_POISON");
     free(first);
     free(ids);
     free(dy);
@@ -336,6 +339,11 @@ static void many_ids(filo_dtype dt, int64_t K, int64_t V, int64_t D, int64_t pad
 Test(indexing, embedding_backward_many_ids_bitwise)
 {
     many_ids(FILO_F32, 2500, 301, 40, 2);
+    /* D = 83: the CPU's f32 rows in 64-, 16- and 1-column pieces */
+    many_ids(FILO_F32, 1500, 97, 83, -1);
+    /* over 8 MiB of output: the CPU zeroes the unused rows with non-temporal stores, rows of 257
+     * floats starting at every 16-byte alignment */
+    many_ids(FILO_F32, 600, 8209, 257, 5);
     many_ids(FILO_BF16, 1025, 64, 33, -1);
     many_ids(FILO_F64, 4096, 1000, 3, 0);
 }

@@ -224,6 +224,7 @@ Test(optim, adam_bf16_grads_f16_copy) { adam_sweep(&(adam_cfg){FILO_BF16, FILO_F
 Test(optim, adamw_f16_grads_f16_copy_scaled) { adam_sweep(&(adam_cfg){FILO_F16, FILO_F16, 1, 0.05, 0.37, 0}); }
 Test(optim, adam_f16_grads_scaled) { adam_sweep(&(adam_cfg){FILO_F16, NO_COPY, 0, 0.05, 1.0 / 1024.0, 0}); }
 Test(optim, adamw_f32_grads_bf16_copy_scaled_two_chunks) { adam_sweep(&(adam_cfg){FILO_F32, FILO_BF16, 1, 0.1, 0.5, 1}); }
+Test(optim, adam_f32_grads_f16_copy) { adam_sweep(&(adam_cfg){FILO_F32, FILO_F16, 0, 0.01, 0.0, 0}); }
 
 /* More tensors than one launch's table holds (FILO_OPTIM_MAX_TENSORS), with empty ones among
  * them: every one is stepped once, like a one-tensor step. */

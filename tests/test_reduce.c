@@ -109,6 +109,8 @@ static const shape_case red_shapes[] = {
     {1, {129}, ALL, 0},      {3, {3, 1, 7}, 1, 0},    {3, {3, 1, 7}, 2, 0},    {3, {3, 1, 7}, -2, 1},
     {0, {0}, 0, 0},          {0, {0}, -1, 0},         {0, {0}, ALL, 0},        {2, {3, 4099}, -1, 0},
     {2, {1027, 3}, 0, 0},    {1, {41000}, ALL, 0},
+    /* 300 rows of 37 columns: the CPU's 16-column vector sums with their pairwise recursion, and a tail */
+    {3, {3, 300, 37}, 1, 0},
 };
 
 static void red_parity(kind k)

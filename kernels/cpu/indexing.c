@@ -9,6 +9,8 @@
 #include "element.h"
 #include "error.h"
 #include "indexing_backend.h"
+#include "parallel.h"
+#include "simd.h"
 
 static int64_t index_at(const void *index, int is64, int64_t k)
 {
@@ -40,74 +42,172 @@ filo_status filo_cpu_index_select(const filo_index_select_desc *d)
     return FILO_OK;
 }
 
-/* The CUDA kernel's order (FILO_INDEX_ADD_CHUNK in kernels/indexing_backend.h): pos[k] is the
- * position of contribution k in the list sorted by (row, k), start[n] that of row n's first one.
- * Per output element, `part` sums the current chunk and `total` the finished chunks, in f32 (f64). */
+/* index_add and embedding_backward in the CUDA kernel's order (FILO_INDEX_ADD_CHUNK in
+ * kernels/indexing_backend.h): a stable counting sort lists each row's contributions by k once;
+ * then every output row is written exactly once, zeros where no contribution lands (most of an
+ * embedding table) and otherwise its sums, `part` over the current chunk and `total` over the
+ * finished chunks, in f32 (f64 for f64). Output rows are spread over the CPU pool; each is summed
+ * alone in the fixed order, so the bits depend neither on the thread count nor on the CPU. */
+
+typedef struct index_add_job {
+    const filo_index_add_desc *d;
+    const int64_t *start; /* [N + 1]: row n's contributions are order[start[n] .. start[n + 1]) */
+    const int64_t *order; /* source positions k, sorted by (row, k) */
+    int stream;           /* zero rows with non-temporal stores (outputs far beyond the caches) */
+} index_add_job;
+
+/* Outputs of at least this many bytes are zeroed with non-temporal stores. */
+#define STREAM_BYTES (8 << 20)
+
+static void zero_row(const index_add_job *job, void *dst, size_t bytes)
+{
+    if (job->stream)
+        filo_simd_zero_stream(dst, bytes);
+    else
+        memset(dst, 0, bytes);
+}
+
+/* The f32 sums of output columns [c, c + nv * 16) of one row: `part` and `total` stay in
+ * registers while the row's contributions stream by. p0: the sorted position of the first. */
+FILO_SIMD_INLINE void add_block_f32(float *dst, const float *dy, int64_t inner, const int64_t *ks, int64_t cnt,
+                                    int64_t p0, int64_t c, int nv)
+{
+    filo_v16f part[4] = {{0}}, total[4] = {{0}};
+    for (int64_t j = 0; j < cnt; j++) {
+        if (j > 0 && (p0 + j) % FILO_INDEX_ADD_CHUNK == 0)
+            for (int v = 0; v < nv; v++) {
+                total[v] += part[v];
+                part[v] = (filo_v16f){0};
+            }
+        const float *src = dy + ks[j] * inner + c;
+        for (int v = 0; v < nv; v++)
+            part[v] += *(const filo_v16f *)(src + v * FILO_V16F_LANES);
+    }
+    for (int v = 0; v < nv; v++)
+        *(filo_v16f *)(dst + c + v * FILO_V16F_LANES) = total[v] + part[v];
+}
+
+FILO_SIMD_CLONES static void index_add_rows_f32(void *ctx, int chunk, int64_t q0, int64_t q1)
+{
+    (void)chunk;
+    const index_add_job *job = ctx;
+    const filo_index_add_desc *d = job->d;
+    int64_t inner = d->inner;
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t o = q / d->N, n = q % d->N, p0 = job->start[n], cnt = job->start[n + 1] - p0;
+        float *dst = (float *)d->dx + q * inner;
+        if (cnt == 0) {
+            zero_row(job, dst, sizeof(float) * (size_t)inner);
+            continue;
+        }
+        const float *dy = (const float *)d->dy + o * d->K * inner;
+        const int64_t *ks = job->order + p0;
+        int64_t c = 0;
+        for (; c + 4 * FILO_V16F_LANES <= inner; c += 4 * FILO_V16F_LANES)
+            add_block_f32(dst, dy, inner, ks, cnt, p0, c, 4);
+        for (; c + FILO_V16F_LANES <= inner; c += FILO_V16F_LANES)
+            add_block_f32(dst, dy, inner, ks, cnt, p0, c, 1);
+        for (; c < inner; c++) {
+            float part = 0.0f, total = 0.0f;
+            for (int64_t j = 0; j < cnt; j++) {
+                if (j > 0 && (p0 + j) % FILO_INDEX_ADD_CHUNK == 0) {
+                    total += part;
+                    part = 0.0f;
+                }
+                part += dy[ks[j] * inner + c];
+            }
+            dst[c] = total + part;
+        }
+    }
+    if (job->stream)
+        filo_simd_stream_fence();
+}
+
+/* Any dtype, in blocks of ANY_BLOCK columns: f64 sums in double, bf16 and f16 in f32. */
+#define ANY_BLOCK 64
+
+static void index_add_rows_any(void *ctx, int chunk, int64_t q0, int64_t q1)
+{
+    (void)chunk;
+    const index_add_job *job = ctx;
+    const filo_index_add_desc *d = job->d;
+    int f64 = d->dtype == FILO_F64;
+    int64_t inner = d->inner;
+    double pd[ANY_BLOCK], td[ANY_BLOCK];
+    float pf[ANY_BLOCK], tf[ANY_BLOCK];
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t o = q / d->N, n = q % d->N, p0 = job->start[n], cnt = job->start[n + 1] - p0;
+        const int64_t *ks = job->order + p0;
+        if (cnt == 0) {
+            zero_row(job, (char *)d->dx + q * inner * (int64_t)filo_el_size(d->dtype),
+                     filo_el_size(d->dtype) * (size_t)inner);
+            continue;
+        }
+        for (int64_t c0 = 0; c0 < inner; c0 += ANY_BLOCK) {
+            int w = inner - c0 < ANY_BLOCK ? (int)(inner - c0) : ANY_BLOCK;
+            for (int c = 0; c < w; c++) {
+                pd[c] = td[c] = 0.0;
+                pf[c] = tf[c] = 0.0f;
+            }
+            for (int64_t j = 0; j < cnt; j++) {
+                int64_t src = (o * d->K + ks[j]) * inner + c0;
+                if (j > 0 && (p0 + j) % FILO_INDEX_ADD_CHUNK == 0)
+                    for (int c = 0; c < w; c++) {
+                        td[c] += pd[c];
+                        tf[c] += pf[c];
+                        pd[c] = 0.0;
+                        pf[c] = 0.0f;
+                    }
+                if (f64)
+                    for (int c = 0; c < w; c++)
+                        pd[c] += load(d->dy, d->dtype, src + c);
+                else
+                    for (int c = 0; c < w; c++)
+                        pf[c] += (float)load(d->dy, d->dtype, src + c);
+            }
+            for (int c = 0; c < w; c++)
+                store(d->dx, d->dtype, q * inner + c0 + c, f64 ? td[c] + pd[c] : (double)(tf[c] + pf[c]));
+        }
+    }
+    if (job->stream)
+        filo_simd_stream_fence();
+}
+
 filo_status filo_cpu_index_add(const filo_index_add_desc *d)
 {
-    int64_t n_out = d->outer * d->N * d->inner;
-    int f64 = d->dtype == FILO_F64;
-    size_t es = f64 ? sizeof(double) : sizeof(float);
-    size_t n_acc = (size_t)(n_out > 0 ? n_out : 1);
-    void *total = calloc(n_acc, es), *part = calloc(n_acc, es);
-    int64_t *pos = malloc(sizeof(int64_t) * (size_t)(d->K > 0 ? d->K : 1));
-    int64_t *start = calloc((size_t)(d->N > 0 ? d->N : 1), sizeof(int64_t));
-    int64_t *seen = calloc((size_t)(d->N > 0 ? d->N : 1), sizeof(int64_t));
-    filo_status st = FILO_OK;
-    if (!total || !part || !pos || !start || !seen) {
-        st = FILO_FAIL(FILO_ERR_OOM, "out of host memory for %lld sums", (long long)n_out);
-        goto done;
+    int64_t N = d->N > 0 ? d->N : 0;
+    int64_t *start = calloc((size_t)N + 1, sizeof(int64_t));
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)(d->K > 0 ? d->K : 1));
+    if (!start || !order) {
+        free(start);
+        free(order);
+        return FILO_FAIL(FILO_ERR_OOM, "out of host memory to sort %lld indices", (long long)d->K);
     }
-    /* Counting sort of the valid contributions by row, stable in k. */
+    /* Counting sort of the valid contributions by row, stable in k: start[n + 1] counts row n,
+     * the prefix sums make it row n + 1's first position, and filling advances start[n] to it. */
     for (int64_t k = 0; k < d->K; k++) {
         int64_t n = index_at(d->index, d->index_is64, k);
-        if (n >= 0 && n < d->N && n != d->skip)
-            seen[n]++;
+        if (n >= 0 && n < N && n != d->skip)
+            start[n + 1]++;
     }
-    for (int64_t n = 0, run = 0; n < d->N; n++) {
-        start[n] = run;
-        run += seen[n];
-        seen[n] = 0;
-    }
+    for (int64_t n = 0; n < N; n++)
+        start[n + 1] += start[n];
     for (int64_t k = 0; k < d->K; k++) {
         int64_t n = index_at(d->index, d->index_is64, k);
-        pos[k] = n >= 0 && n < d->N && n != d->skip ? start[n] + seen[n]++ : -1;
+        if (n >= 0 && n < N && n != d->skip)
+            order[start[n]++] = k;
     }
-    double *td = total, *pd = part;
-    float *tf = total, *pf = part;
-    for (int64_t o = 0; o < d->outer; o++)
-        for (int64_t k = 0; k < d->K; k++) {
-            if (pos[k] < 0)
-                continue;
-            int64_t n = index_at(d->index, d->index_is64, k);
-            int new_chunk = pos[k] % FILO_INDEX_ADD_CHUNK == 0 && pos[k] != start[n];
-            int64_t src = (o * d->K + k) * d->inner, dst = (o * d->N + n) * d->inner;
-            for (int64_t i = 0; i < d->inner; i++) {
-                double v = load(d->dy, d->dtype, src + i);
-                if (f64) {
-                    if (new_chunk) {
-                        td[dst + i] += pd[dst + i];
-                        pd[dst + i] = 0;
-                    }
-                    pd[dst + i] += v;
-                } else {
-                    if (new_chunk) {
-                        tf[dst + i] += pf[dst + i];
-                        pf[dst + i] = 0;
-                    }
-                    pf[dst + i] += (float)v;
-                }
-            }
-        }
-    for (int64_t i = 0; i < n_out; i++)
-        store(d->dx, d->dtype, i, f64 ? td[i] + pd[i] : (double)(tf[i] + pf[i]));
-done:
-    free(total);
-    free(part);
-    free(pos);
+    for (int64_t n = N; n > 0; n--)
+        start[n] = start[n - 1];
+    start[0] = 0;
+    int64_t rows = d->outer * N, inner = d->inner > 0 ? d->inner : 1;
+    double bytes = (double)rows * (double)inner * (double)filo_el_size(d->dtype);
+    index_add_job job = {d, start, order, bytes >= STREAM_BYTES};
+    int64_t grain = inner < 16384 ? 16384 / inner : 1;
+    filo_parallel_for(rows, grain, d->dtype == FILO_F32 ? index_add_rows_f32 : index_add_rows_any, &job);
     free(start);
-    free(seen);
-    return st;
+    free(order);
+    return FILO_OK;
 }
 
 filo_status filo_cpu_gather(const filo_gather_desc *d)

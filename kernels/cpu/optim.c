@@ -1,13 +1,16 @@
 /* CPU optimizer kernels: the reference for kernels/cuda/optim.cu.
  * The Adam step runs filo_adam_update (kernels/optim_backend.h) on every element, the same f32
- * code the CUDA kernel runs. The gradient norm accumulates in double per chunk of a tensor, adds
- * the chunks and then the tensors in order and rounds once to f32 (the CUDA kernel sums per chunk
- * in f32, so the two agree to about 1e-7 relative, not bitwise). Large tensors are split over the
- * CPU pool; the chunking depends only on sizes, so results do not depend on the thread count. */
+ * code the CUDA kernel runs (16 lanes at a time for f32 gradients: kernels/cpu/adam_simd.h). The
+ * gradient norm accumulates in double per chunk of a tensor (f32 gradients in 8 lanes, added in a
+ * fixed order), adds the chunks and then the tensors in order and rounds once to f32 (the CUDA
+ * kernel sums per chunk in f32, so the two agree to about 1e-7 relative, not bitwise). Large
+ * tensors are split over the CPU pool; the chunking depends only on sizes, so results do not
+ * depend on the thread count. */
 #include <math.h>
 
 #include "element.h"
 #include "error.h"
+#include "adam_simd.h"
 #include "optim_backend.h"
 #include "parallel.h"
 
@@ -33,12 +36,17 @@ typedef struct adam_job {
     float scale;
 } adam_job;
 
-static void adam_range(void *ctx, int chunk, int64_t begin, int64_t end)
+FILO_SIMD_CLONES static void adam_range(void *ctx, int chunk, int64_t begin, int64_t end)
 {
     (void)chunk;
     const adam_job *job = ctx;
     const filo_adam_desc *d = job->d;
     const filo_adam_tensor *t = job->t;
+    if (d->grad_dtype == FILO_F32) {
+        adam_range_f32(t->param, t->grad, t->exp_avg, t->exp_avg_sq, t->copy, d->copy_dtype,
+                       d->grad_scale ? job->scale : 1.0f, &d->s, begin, end);
+        return;
+    }
     for (int64_t i = begin; i < end; i++) {
         float g = load_grad(t->grad, d->grad_dtype, i);
         if (d->grad_scale)
@@ -77,7 +85,25 @@ typedef struct norm_job {
     int nonfinite[FILO_PARALLEL_MAX_CHUNKS];
 } norm_job;
 
-static void norm_range(void *ctx, int chunk, int64_t begin, int64_t end)
+/* sum of g^2 (sq) or |g| over [begin, end) in double: 8 lanes, two accumulators, the lanes added
+ * in a fixed tree, then the tail in order. */
+FILO_SIMD_INLINE double sum_f32(const float *g, int64_t begin, int64_t end, int sq)
+{
+    filo_v8d acc[2] = {{0}};
+    int64_t i = begin;
+    for (; i + 16 <= end; i += 16)
+        for (int k = 0; k < 2; k++) {
+            filo_v8d v = __builtin_convertvector(*(const filo_v8f *)(g + i + 8 * k), filo_v8d);
+            acc[k] += sq ? v * v : (filo_v8d)((filo_v8u64)v & 0x7fffffffffffffffull);
+        }
+    filo_v8d a = acc[0] + acc[1];
+    double s = filo_simd_sum8d(&a);
+    for (; i < end; i++)
+        s += sq ? (double)g[i] * (double)g[i] : fabs((double)g[i]);
+    return s;
+}
+
+FILO_SIMD_CLONES static void norm_range(void *ctx, int chunk, int64_t begin, int64_t end)
 {
     norm_job *job = ctx;
     const filo_grad_norm_desc *d = job->d;
@@ -86,13 +112,7 @@ static void norm_range(void *ctx, int chunk, int64_t begin, int64_t end)
     if (d->kind != FILO_NORM_INF && d->dtype == FILO_F32) {
         /* A typed loop the compiler vectorizes. Squares of floats cannot overflow a double sum,
          * so the sum is finite exactly when every element is. */
-        const float *g = (const float *)d->grads[job->k];
-        if (d->kind == FILO_NORM_L2)
-            for (int64_t i = begin; i < end; i++)
-                acc += (double)g[i] * (double)g[i];
-        else
-            for (int64_t i = begin; i < end; i++)
-                acc += fabs((double)g[i]);
+        acc = sum_f32((const float *)d->grads[job->k], begin, end, d->kind == FILO_NORM_L2);
         nonfinite = !isfinite(acc);
     } else {
         for (int64_t i = begin; i < end; i++) {

@@ -1,9 +1,11 @@
 /* CPU optimizer rules: the reference for kernels/cuda/optim_rules.cu. Every element runs the
- * FILO_HD math of kernels/optim_rules_backend.h, as the CUDA kernels do. LAMB's per-tensor norms
+ * FILO_HD math of kernels/optim_rules_backend.h, as the CUDA kernels do (Adam and AdamW with f32
+ * gradients 16 lanes at a time, same bits: kernels/cpu/adam_simd.h). LAMB's per-tensor norms
  * accumulate in double per chunk and add the chunks in order (CUDA sums each chunk in f32 first:
  * the trust ratios agree to about 1e-7 relative, not bitwise). Chunking depends only on sizes. */
 #include <math.h>
 
+#include "adam_simd.h"
 #include "element.h"
 #include "optim_rules_backend.h"
 #include "parallel.h"
@@ -30,11 +32,17 @@ typedef struct rule_job {
 
 static float slot(float *const *state, int k, int64_t i) { return state[k] ? state[k][i] : 0.0f; }
 
-static void rule_range(void *ctx, int chunk, int64_t begin, int64_t end)
+FILO_SIMD_CLONES static void rule_range(void *ctx, int chunk, int64_t begin, int64_t end)
 {
     (void)chunk;
     rule_job *job = ctx;
     const filo_rule_tensor *t = job->t;
+    int kind = job->d->c.kind;
+    if ((kind == FILO_RULE_ADAM || kind == FILO_RULE_ADAMW) && job->d->grad_dtype == FILO_F32) {
+        adam_range_f32(t->param, t->grad, t->state[0], t->state[1], NULL, FILO_F32, job->scale, &job->s.adam,
+                       begin, end);
+        return;
+    }
     for (int64_t i = begin; i < end; i++) {
         float g = load_grad(t->grad, job->d->grad_dtype, i) * job->scale;
         float s0 = slot(t->state, 0, i), s1 = slot(t->state, 1, i), s2 = slot(t->state, 2, i);
