@@ -423,6 +423,37 @@ Test(attention, backward_dropout_and_strided)
     }
 }
 
+Test(attention, backward_everything_dropped)
+{
+    /* p = 1: out = 0, so delta = 0 and every gradient is 0. */
+    attn_ctx c = {.B = 2, .H = 2, .Lq = 7, .Lk = 33, .D = 64, .causal = 1, .p = 1.0};
+    backward_case(c, FILO_F32);
+}
+
+/* ---- shapes the CPU path cuts into several tiles ---- */
+
+Test(attention, long_sequences_in_tiles)
+{
+    /* kernels/cpu/attention.c computes the scores in tiles of 256 KiB: a group of batch rows or of
+     * heads times a block of query rows. These take several query blocks with a short last one
+     * (causal: each block sees more keys than the one before; Lk >> Lq: blocks of 32 rows), and
+     * groups of heads or of batch rows with a short last group, ragged key lengths among them. */
+    static const int64_t lens[3] = {600, 0, 411};
+    const attn_ctx cs[] = {
+        {.B = 1, .H = 1, .Lq = 600, .Lk = 600, .D = 64, .causal = 1, .p = 0.1},
+        {.B = 3, .H = 1, .Lq = 300, .Lk = 600, .D = 32, .lens = lens, .lens_dtype = FILO_I64},
+        {.B = 1, .H = 1, .Lq = 40, .Lk = 2000, .D = 32},
+        {.B = 1, .H = 5, .Lq = 150, .Lk = 150, .D = 32, .causal = 1},
+        {.B = 3, .H = 3, .Lq = 100, .Lk = 100, .D = 128, .lens = lens_3_33, .lens_dtype = FILO_I32, .p = 0.2},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        forward_case(cs[i], FILO_F32);
+        backward_case(cs[i], FILO_F32);
+    }
+    forward_case(cs[0], FILO_BF16);
+    backward_case(cs[4], FILO_BF16);
+}
+
 /* ---- finite differences (f64, CPU) ---- */
 
 /* sum(out * w) for the current values of q, k, v. */
