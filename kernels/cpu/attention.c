@@ -43,9 +43,6 @@
  * them. */
 #define TILE_BYTES ((int64_t)256 << 10)
 
-/* Elements of a row handled per window of the row passes (the dropout factors live on the stack). */
-enum { WIN = 256 };
-
 /* The row passes run in a build for the CPU at hand, picked when the library loads (GCC's
  * function multiversioning); the vector helpers are inlined into each build. */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -296,8 +293,9 @@ static int64_t row_end(const filo_attention_desc *d, int64_t b, int64_t i)
 }
 
 /* One row of scores into probabilities: s[0, kn) = softmax(scale * s) over [0, jend), 0 past it,
- * times the dropout factors of element indices base + j; returns the row's lse. */
-ATTN_HOT float softmax_row(const filo_attention_desc *d, float *s, int64_t kn, int64_t jend, uint64_t base)
+ * times the dropout factors of element indices base + j (mk: room for jend of them); returns the
+ * row's lse. */
+ATTN_HOT float softmax_row(const filo_attention_desc *d, float *s, float *mk, int64_t kn, int64_t jend, uint64_t base)
 {
     if (jend <= 0) {
         memset(s, 0, sizeof(float) * (size_t)kn);
@@ -311,41 +309,30 @@ ATTN_HOT float softmax_row(const filo_attention_desc *d, float *s, int64_t kn, i
     float mx = hmax(vm);
     for (; j < jend; j++)
         mx = s[j] * scale > mx ? s[j] * scale : mx;
-    float sum = 0;
-    for (int64_t w0 = 0; w0 < jend; w0 += WIN)
-        sum += exp_row(s + w0, (int)(jend - w0 < WIN ? jend - w0 : WIN), scale, mx);
-    const float inv = 1.0f / sum;
-    const int dropout = d->dropout_p > 0;
-    const float keep_scale = d->dropout_p < 1 ? (float)(1.0 / (1.0 - d->dropout_p)) : 0.0f;
-    const uint32_t threshold = filo_dropout_threshold(d->dropout_p);
-    float mk[WIN];
-    for (int64_t w0 = 0; w0 < jend; w0 += WIN) {
-        int w = (int)(jend - w0 < WIN ? jend - w0 : WIN), k = 0;
-        float *x = s + w0;
-        if (dropout) {
-            dropout_row(mk, d->seed, d->offset, base + (uint64_t)w0, w, threshold, keep_scale);
-            for (; k + VW <= w; k += VW)
-                *(v16f *)(x + k) *= *(v16f *)(mk + k) * inv;
-            for (; k < w; k++)
-                x[k] *= mk[k] * inv;
-        } else {
-            for (; k + VW <= w; k += VW)
-                *(v16f *)(x + k) *= inv;
-            for (; k < w; k++)
-                x[k] *= inv;
-        }
+    const float sum = exp_row(s, (int)jend, scale, mx), inv = 1.0f / sum;
+    if (d->dropout_p > 0) {
+        dropout_row(mk, d->seed, d->offset, base, (int)jend, filo_dropout_threshold(d->dropout_p),
+                    d->dropout_p < 1 ? (float)(1.0 / (1.0 - d->dropout_p)) : 0.0f);
+        for (j = 0; j + VW <= jend; j += VW)
+            *(v16f *)(s + j) *= *(v16f *)(mk + j) * inv;
+        for (; j < jend; j++)
+            s[j] *= mk[j] * inv;
+    } else {
+        for (j = 0; j + VW <= jend; j += VW)
+            *(v16f *)(s + j) *= inv;
+        for (; j < jend; j++)
+            s[j] *= inv;
     }
     memset(s + jend, 0, sizeof(float) * (size_t)(kn - jend));
     return (float)((double)mx + log((double)sum));
 }
 
-ATTN_CLONES static void forward_rows(const attn_tile *t)
+ATTN_CLONES static void forward_rows(const attn_tile *t, float *mk)
 {
     const filo_attention_desc *d = t->d;
     for (int64_t r = 0; r < t->gb * t->gh * t->rows; r++) {
         int64_t b, h, bh = tile_pair(t, r, &b, &h), i = t->i0 + r % t->rows, row = bh * d->Lq + i;
-        int64_t jend = row_end(d, b, i);
-        ((float *)d->lse)[row] = softmax_row(d, t->s + r * t->kn, t->kn, jend, (uint64_t)(row * d->Lk));
+        ((float *)d->lse)[row] = softmax_row(d, t->s + r * t->kn, mk, t->kn, row_end(d, b, i), (uint64_t)(row * d->Lk));
     }
 }
 
@@ -566,7 +553,7 @@ static void tile_block(const attn_job *j, attn_tile *t, int64_t block)
 
 /* ---- forward ---- */
 
-static filo_status forward_unit(attn_tile *t, float *s, float *qb, float *kb, float *vb, float *ob)
+static filo_status forward_unit(attn_tile *t, float *s, float *mk, float *qb, float *kb, float *vb, float *ob)
 {
     const filo_attention_desc *d = t->d;
     const int64_t D = d->D, gb = t->gb, gh = t->gh, rows = t->rows, kn = t->kn;
@@ -585,7 +572,7 @@ static filo_status forward_unit(attn_tile *t, float *s, float *qb, float *kb, fl
     t->s = s;
     if (kn > 0)
         FILO_TRY(gemm(gb, gh, rows, D, kn, q, view_t(k), view_packed(s, gh, rows, kn), 0));
-    forward_rows(t);
+    forward_rows(t, mk);
     if (kn > 0)
         FILO_TRY(gemm(gb, gh, rows, kn, D, view_packed(s, gh, rows, kn), v, o, 0));
     else
@@ -601,18 +588,18 @@ static void forward_range(void *ctx, int chunk, int64_t u0, int64_t u1)
     attn_job *j = ctx;
     const attn_plan *p = &j->p;
     const int64_t G = p->gb * p->gh, D = j->d->D, Lk = j->d->Lk;
-    /* scores; for bf16/f16 also f32 Q rows, K, V and out rows */
-    size_t n = (size_t)(G * p->qb * Lk) + (half(j->d->dtype) ? (size_t)(G * (2 * p->qb + 2 * Lk) * D) : 0);
+    /* scores and a row of dropout factors; for bf16/f16 also f32 Q rows, K, V and out rows */
+    size_t n = (size_t)(G * p->qb * Lk + Lk) + (half(j->d->dtype) ? (size_t)(G * (2 * p->qb + 2 * Lk) * D) : 0);
     float *s = malloc(sizeof(float) * n);
     if (!s) {
         job_fail(j, FILO_FAIL(FILO_ERR_OOM, "out of host memory for %zu bytes of attention scores", sizeof(float) * n));
         return;
     }
-    float *qb = s + G * p->qb * Lk, *kb = qb + G * p->qb * D, *vb = kb + G * Lk * D, *ob = vb + G * Lk * D;
+    float *mk = s + G * p->qb * Lk, *qb = mk + Lk, *kb = qb + G * p->qb * D, *vb = kb + G * Lk * D, *ob = vb + G * Lk * D;
     for (int64_t u = u0; u < u1 && !atomic_load(&j->failed); u++) {
         attn_tile t = group_tile(j, u / p->blocks);
         tile_block(j, &t, u % p->blocks);
-        filo_status st = forward_unit(&t, s, qb, kb, vb, ob);
+        filo_status st = forward_unit(&t, s, mk, qb, kb, vb, ob);
         if (st != FILO_OK)
             job_fail(j, st);
     }
