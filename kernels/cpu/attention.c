@@ -19,9 +19,10 @@
  * Threads: one filo_parallel_for per call, each tile on one pool thread with its GEMMs
  * single-threaded inside it (oneDNN runs serially inside a parallel region), so a tile's scores
  * stay in that core's L2 cache from the GEMM that writes them through the row pass to the GEMMs
- * that read them, and the threads meet once per call. On 2 cores this ran a BERT-mini layer's
- * attention faster than GEMMs on both threads with the row pass between them: that took five
- * parallel regions per tile, each a wait for a descheduled thread on a busy machine.
+ * that read them, and the threads meet once per call. GEMMs on both threads with the row pass
+ * between them took five parallel regions per tile: on the 2-core test machine, busy with other
+ * builds, that ran a BERT-mini layer's bf16 forward in 80 ms against 6-15 ms this way (each region
+ * waits for a descheduled thread).
  *
  * Memory per thread: the tile's scores (twice in the backward), plus f32 copies of the tile's
  * operands and outputs for bf16/f16. */
@@ -37,44 +38,22 @@
 #include "element.h"
 #include "error.h"
 #include "parallel.h"
+#include "vec_math.h"
 
 /* Bytes of scores of one tile: BERT-mini's 4 heads of 128 x 128 of one sequence. The scores stay
  * in the core's L2 cache between the GEMM that writes them, the row pass and the GEMM that reads
  * them. */
 #define TILE_BYTES ((int64_t)256 << 10)
 
-/* The row passes run in a build for the CPU at hand, picked when the library loads (GCC's
- * function multiversioning); the vector helpers are inlined into each build. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ATTN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* The row passes run in builds for AVX-512, AVX2 and the x86-64 baseline, picked when the library
+ * loads (FILO_VEC_CLONES); the helpers below inline into each. */
 #define ATTN_HOT static inline __attribute__((always_inline))
-#else
-#define ATTN_CLONES
-#define ATTN_HOT static inline
-#endif
 
-/* 64-byte vectors (GNU vector extension; GCC's -O2 does not vectorize loops of runtime length):
- * one register in the AVX-512 build, two or four elsewhere. Reduced alignment: rows start at any
- * element. */
-typedef float v16f __attribute__((vector_size(64), aligned(4)));
-typedef int32_t v16i __attribute__((vector_size(64), aligned(4)));
-enum { VW = 16 };
+enum { VW = FILO_V16 };
 
-/* The helpers taking or returning vectors are always inlined, so the vector ABI that GCC warns
- * about for builds without AVX-512 never applies. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
+ATTN_HOT filo_v16f vmax(filo_v16f a, filo_v16f b) { return filo_v16_select(a > b, a, b); }
 
-ATTN_HOT v16f splat(float x) { return (v16f){0} + x; }
-
-ATTN_HOT v16f vmax(v16f a, v16f b)
-{
-    v16i m = a > b;
-    return (v16f)((m & (v16i)a) | (~m & (v16i)b));
-}
-
-ATTN_HOT float hmax(v16f v)
+ATTN_HOT float hmax(filo_v16f v)
 {
     float m = v[0];
     for (int i = 1; i < VW; i++)
@@ -82,7 +61,7 @@ ATTN_HOT float hmax(v16f v)
     return m;
 }
 
-ATTN_HOT float hsum(v16f v)
+ATTN_HOT float hsum(filo_v16f v)
 {
     float s = 0;
     for (int i = 0; i < VW; i++)
@@ -93,28 +72,41 @@ ATTN_HOT float hsum(v16f v)
 /* x[0, n) = exp(scale * x[0, n) - shift); returns their sum. */
 ATTN_HOT float exp_row(float *x, int n, float scale, float shift)
 {
-    float sum = 0;
-    for (int j = 0; j < n; j++) {
-        x[j] = expf(x[j] * scale - shift);
-        sum += x[j];
+    filo_v16f acc = {0};
+    int j = 0;
+    for (; j + FILO_V16 <= n; j += FILO_V16) {
+        filo_v16f e = filo_v16_exp(filo_v16_load(x + j) * scale - shift);
+        filo_v16_store(x + j, e);
+        acc += e;
     }
-    return sum;
+    if (j < n) {
+        float t[FILO_V16] = {0};
+        memcpy(t, x + j, sizeof(float) * (size_t)(n - j));
+        filo_v16f e = filo_v16_exp(filo_v16_load(t) * scale - shift);
+        filo_v16_store(t, e);
+        memcpy(x + j, t, sizeof(float) * (size_t)(n - j));
+        for (int k = 0; k < n - j; k++)
+            acc[k] += t[k];
+    }
+    return hsum(acc);
 }
 
 /* mk[j] = the dropout factor (0 or keep_scale) of element index base + j, j in [0, n): Philox
- * block offset + i / 4, word i % 4, the rule of runtime/element.h. */
+ * block offset + i / 4, word i % 4, the rule of runtime/element.h, 16 blocks (64 elements) at a
+ * time from the block that holds element base. */
 ATTN_HOT void dropout_row(float *mk, uint64_t seed, uint64_t offset, uint64_t base, int n, uint32_t threshold,
                           float keep_scale)
 {
-    uint32_t r[4];
-    uint64_t block = UINT64_MAX;
-    for (int j = 0; j < n; j++) {
-        uint64_t i = base + (uint64_t)j, blk = offset + i / 4u;
-        if (blk != block) {
-            filo_philox_block(blk, 0, seed, r);
-            block = blk;
-        }
-        mk[j] = filo_dropout_keep_bits(r[i & 3u], threshold) ? keep_scale : 0.0f;
+    const filo_v16f ks = filo_v16_splat(keep_scale), zero = {0};
+    uint64_t block = offset + base / 4u;
+    for (int j = -(int)(base & 3u); j < n; j += 4 * FILO_V16, block += FILO_V16) {
+        filo_v16u bits[4];
+        float t[4 * FILO_V16];
+        filo_v16_philox_elements(block, 0, seed, bits);
+        for (int l = 0; l < 4; l++)
+            filo_v16_store(t + l * FILO_V16, filo_v16_select(filo_v16_dropout_keep(bits[l], threshold), ks, zero));
+        int lo = j < 0 ? -j : 0, hi = n - j < 4 * FILO_V16 ? n - j : 4 * FILO_V16;
+        memcpy(mk + j + lo, t + lo, sizeof(float) * (size_t)(hi - lo));
     }
 }
 
@@ -303,9 +295,9 @@ ATTN_HOT float softmax_row(const filo_attention_desc *d, float *s, float *mk, in
     }
     const float scale = (float)d->scale;
     int64_t j = 0;
-    v16f vm = splat(-INFINITY);
+    filo_v16f vm = filo_v16_splat(-INFINITY);
     for (; j + VW <= jend; j += VW)
-        vm = vmax(vm, *(v16f *)(s + j) * scale);
+        vm = vmax(vm, filo_v16_load(s + j) * scale);
     float mx = hmax(vm);
     for (; j < jend; j++)
         mx = s[j] * scale > mx ? s[j] * scale : mx;
@@ -314,12 +306,12 @@ ATTN_HOT float softmax_row(const filo_attention_desc *d, float *s, float *mk, in
         dropout_row(mk, d->seed, d->offset, base, (int)jend, filo_dropout_threshold(d->dropout_p),
                     d->dropout_p < 1 ? (float)(1.0 / (1.0 - d->dropout_p)) : 0.0f);
         for (j = 0; j + VW <= jend; j += VW)
-            *(v16f *)(s + j) *= *(v16f *)(mk + j) * inv;
+            filo_v16_store(s + j, filo_v16_load(s + j) * filo_v16_load(mk + j) * inv);
         for (; j < jend; j++)
             s[j] *= mk[j] * inv;
     } else {
         for (j = 0; j + VW <= jend; j += VW)
-            *(v16f *)(s + j) *= inv;
+            filo_v16_store(s + j, filo_v16_load(s + j) * inv);
         for (; j < jend; j++)
             s[j] *= inv;
     }
@@ -327,7 +319,7 @@ ATTN_HOT float softmax_row(const filo_attention_desc *d, float *s, float *mk, in
     return (float)((double)mx + log((double)sum));
 }
 
-ATTN_CLONES static void forward_rows(const attn_tile *t, float *mk)
+FILO_VEC_CLONES static void forward_rows(const attn_tile *t, float *mk)
 {
     const filo_attention_desc *d = t->d;
     for (int64_t r = 0; r < t->gb * t->gh * t->rows; r++) {
@@ -357,17 +349,16 @@ ATTN_HOT void backward_row(const filo_attention_desc *d, float *s, float *dp, fl
             for (j = 0; j < jend; j++)
                 mk[j] = 1.0f;
     }
-    v16f vd = {0};
+    filo_v16f vd = {0};
     for (j = 0; j + VW <= jend; j += VW)
-        vd += *(v16f *)(s + j) * *(v16f *)(mk + j) * *(v16f *)(dp + j);
+        vd += filo_v16_load(s + j) * filo_v16_load(mk + j) * filo_v16_load(dp + j);
     float delta = hsum(vd);
     for (; j < jend; j++)
         delta += s[j] * mk[j] * dp[j];
-    const v16f vdelta = splat(delta), vscale = splat(scale);
     for (j = 0; j + VW <= jend; j += VW) {
-        v16f p = *(v16f *)(s + j), m = *(v16f *)(mk + j);
-        *(v16f *)(dp + j) = p * (*(v16f *)(dp + j) * m - vdelta) * vscale;
-        *(v16f *)(s + j) = p * m;
+        filo_v16f p = filo_v16_load(s + j), m = filo_v16_load(mk + j);
+        filo_v16_store(dp + j, p * (filo_v16_load(dp + j) * m - delta) * scale);
+        filo_v16_store(s + j, p * m);
     }
     for (; j < jend; j++) {
         float p = s[j];
@@ -378,7 +369,7 @@ ATTN_HOT void backward_row(const filo_attention_desc *d, float *s, float *dp, fl
     memset(dp + jend, 0, sizeof(float) * (size_t)(kn - jend));
 }
 
-ATTN_CLONES static void backward_rows(const attn_tile *t, float *mk)
+FILO_VEC_CLONES static void backward_rows(const attn_tile *t, float *mk)
 {
     const filo_attention_desc *d = t->d;
     for (int64_t r = 0; r < t->gb * t->gh * t->rows; r++) {
@@ -391,65 +382,38 @@ ATTN_CLONES static void backward_rows(const attn_tile *t, float *mk)
 /* ---- conversions for bf16 and f16 ---- */
 
 /* Copies rows [l0, l0 + nl) of the gb x gh pairs of an operand into f32, packed [gb, gh, nl, D]. */
-typedef struct pack_job {
-    const filo_attention_operand *o;
-    filo_dtype t;
-    int64_t b0, h0, gh, l0, nl, D;
-    float *dst;
-} pack_job;
-
-static void pack_rows(const pack_job *j, int64_t r0, int64_t r1)
+FILO_VEC_CLONES static fview pack(const filo_attention_operand *o, filo_dtype t, int64_t b0, int64_t gb, int64_t h0,
+                              int64_t gh, int64_t l0, int64_t nl, int64_t D, float *dst)
 {
-    size_t es = filo_el_size(j->t);
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t g = r / j->nl, b = j->b0 + g / j->gh, h = j->h0 + g % j->gh, l = j->l0 + r % j->nl;
-        const char *src = (const char *)j->o->data + (size_t)(b * j->o->sb + h * j->o->sh + l * j->o->sl) * es;
-        float *dst = j->dst + r * j->D;
-        if (j->t == FILO_BF16)
-            for (int64_t c = 0; c < j->D; c++)
-                dst[c] = filo_el_bf16_to_f32(((const uint16_t *)src)[c]);
+    for (int64_t r = 0; r < gb * gh * nl; r++) {
+        int64_t g = r / nl, b = b0 + g / gh, h = h0 + g % gh, l = l0 + r % nl;
+        const uint16_t *src = (const uint16_t *)o->data + b * o->sb + h * o->sh + l * o->sl;
+        float *row = dst + r * D;
+        if (t == FILO_BF16)
+            for (int64_t c = 0; c < D; c += FILO_V16) /* D is a multiple of 16 */
+                filo_v16_store(row + c, filo_v16_load_bf16(src + c));
         else
-            for (int64_t c = 0; c < j->D; c++)
-                dst[c] = filo_el_f16_to_f32(((const uint16_t *)src)[c]);
+            for (int64_t c = 0; c < D; c++)
+                row[c] = filo_el_f16_to_f32(src[c]);
     }
-}
-
-static fview pack(const filo_attention_operand *o, filo_dtype t, int64_t b0, int64_t gb, int64_t h0, int64_t gh,
-                  int64_t l0, int64_t nl, int64_t D, float *dst)
-{
-    pack_job j = {o, t, b0, h0, gh, l0, nl, D, dst};
-    pack_rows(&j, 0, gb * gh * nl);
     return view_packed(dst, gh, nl, D);
 }
 
 /* Stores packed f32 rows [gb, gh, nl, D] to rows [l0, l0 + nl) of a contiguous [B, H, L, D] output. */
-typedef struct unpack_job {
-    void *dst;
-    filo_dtype t;
-    int64_t H, L, b0, h0, gh, l0, nl, D;
-    const float *src;
-} unpack_job;
-
-static void unpack_rows(const unpack_job *j, int64_t r0, int64_t r1)
+FILO_VEC_CLONES static void unpack(void *dst, filo_dtype t, int64_t H, int64_t L, int64_t b0, int64_t gb, int64_t h0,
+                               int64_t gh, int64_t l0, int64_t nl, int64_t D, const float *src)
 {
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t g = r / j->nl, b = j->b0 + g / j->gh, h = j->h0 + g % j->gh, l = j->l0 + r % j->nl;
-        uint16_t *dst = (uint16_t *)j->dst + ((b * j->H + h) * j->L + l) * j->D;
-        const float *src = j->src + r * j->D;
-        if (j->t == FILO_BF16)
-            for (int64_t c = 0; c < j->D; c++)
-                dst[c] = filo_el_f32_to_bf16(src[c]);
+    for (int64_t r = 0; r < gb * gh * nl; r++) {
+        int64_t g = r / nl, b = b0 + g / gh, h = h0 + g % gh, l = l0 + r % nl;
+        uint16_t *row = (uint16_t *)dst + ((b * H + h) * L + l) * D;
+        const float *from = src + r * D;
+        if (t == FILO_BF16)
+            for (int64_t c = 0; c < D; c += FILO_V16)
+                filo_v16_store_bf16(row + c, filo_v16_load(from + c));
         else
-            for (int64_t c = 0; c < j->D; c++)
-                dst[c] = filo_el_f32_to_f16(src[c]);
+            for (int64_t c = 0; c < D; c++)
+                row[c] = filo_el_f32_to_f16(from[c]);
     }
-}
-
-static void unpack(void *dst, filo_dtype t, int64_t H, int64_t L, int64_t b0, int64_t gb, int64_t h0, int64_t gh,
-                   int64_t l0, int64_t nl, int64_t D, const float *src)
-{
-    unpack_job j = {dst, t, H, L, b0, h0, gh, l0, nl, D, src};
-    unpack_rows(&j, 0, gb * gh * nl);
 }
 
 /* Zeroes rows [l0, l1) of each pair of a [gb, gh, ., cols] view with unit column stride. */
