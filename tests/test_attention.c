@@ -20,7 +20,11 @@ typedef struct attn_ctx {
     filo_dtype lens_dtype;
     double p;            /* dropout */
     int strided;         /* pass q, k, v (and dout) as permuted views of [B, L, 3, H, D] buffers */
+    int shared_kv;       /* pass k and v as head 0 expanded over the heads (stride 0) */
 } attn_ctx;
+
+/* The (b, h) pair whose K and V rows head h of batch row b reads. */
+static int64_t kv_pair(const attn_ctx *c, int64_t b, int64_t h) { return b * c->H + (c->shared_kv ? 0 : h); }
 
 static double scale_of(const attn_ctx *c) { return 1.0 / sqrt((double)c->D); }
 
@@ -60,7 +64,7 @@ static int valid(const attn_ctx *c, int64_t b, int64_t i, int64_t j)
 static double ref_row(const attn_ctx *c, const double *q, const double *k, int64_t b, int64_t h, int64_t i,
                       double *p, double *mk)
 {
-    int64_t D = c->D, Lk = c->Lk, bh = b * c->H + h;
+    int64_t D = c->D, Lk = c->Lk, bh = b * c->H + h, kh = kv_pair(c, b, h);
     const double *qi = q + (bh * c->Lq + i) * D;
     double mx = -INFINITY;
     for (int64_t j = 0; j < Lk; j++) {
@@ -68,7 +72,7 @@ static double ref_row(const attn_ctx *c, const double *q, const double *k, int64
         if (valid(c, b, i, j)) {
             double s = 0;
             for (int64_t d = 0; d < D; d++)
-                s += qi[d] * k[(bh * Lk + j) * D + d];
+                s += qi[d] * k[(kh * Lk + j) * D + d];
             p[j] = s * scale_of(c);
         }
         mx = p[j] > mx ? p[j] : mx;
@@ -99,7 +103,7 @@ static void reference_forward(void *ctx, double *const *in, const parity_input *
                 for (int64_t d = 0; d < D; d++) {
                     double o = 0;
                     for (int64_t j = 0; j < Lk; j++)
-                        o += p[j] * mk[j] * in[2][(bh * Lk + j) * D + d];
+                        o += p[j] * mk[j] * in[2][(kv_pair(c, b, h) * Lk + j) * D + d];
                     want[0][row * D + d] = o;
                 }
             }
@@ -120,14 +124,14 @@ static void reference_backward(void *ctx, double *const *in, const parity_input 
     for (int64_t b = 0; b < c->B; b++)
         for (int64_t h = 0; h < c->H; h++)
             for (int64_t i = 0; i < Lq; i++) {
-                int64_t bh = b * c->H + h, row = bh * Lq + i;
+                int64_t bh = b * c->H + h, row = bh * Lq + i, kh = kv_pair(c, b, h);
                 ref_row(c, q, k, b, h, i, p, mk);
                 const double *gi = g + row * D, *qi = q + row * D;
                 double delta = 0;
                 for (int64_t j = 0; j < Lk; j++) {
                     double s = 0;
                     for (int64_t d = 0; d < D; d++)
-                        s += gi[d] * v[(bh * Lk + j) * D + d];
+                        s += gi[d] * v[(kh * Lk + j) * D + d];
                     dp[j] = s * mk[j];
                     delta += p[j] * dp[j];
                 }
@@ -136,7 +140,7 @@ static void reference_backward(void *ctx, double *const *in, const parity_input 
                 for (int64_t j = 0; j < Lk; j++) {
                     double ds = p[j] * (dp[j] - delta) * scale, pd = p[j] * mk[j];
                     for (int64_t d = 0; d < D; d++) {
-                        dq[row * D + d] += ds * k[(bh * Lk + j) * D + d];
+                        dq[row * D + d] += ds * k[(kh * Lk + j) * D + d];
                         dk[(bh * Lk + j) * D + d] += ds * qi[d];
                         dv[(bh * Lk + j) * D + d] += pd * gi[d];
                     }
@@ -175,11 +179,25 @@ static filo_tensor *lens_tensor(const attn_ctx *c, filo_device dev)
     return filo_test_upload(dev, c->lens_dtype, 1, &c->B, v);
 }
 
-/* Operands as the case wants them: the parity inputs themselves or strided copies. */
+/* Head 0 of a [B, H, L, D] tensor expanded over the H heads: a view with head stride 0. */
+static filo_tensor *head0_expanded(const filo_tensor *t)
+{
+    filo_tensor *slice, *view;
+    FILO_CHECK(filo_tensor_slice(t, 1, 0, 1, 1, &slice));
+    FILO_CHECK(filo_tensor_expand(slice, 4, t->shape, &view));
+    cr_assert(view->strides[1] == 0);
+    filo_tensor_free(slice);
+    return view;
+}
+
+/* Operands as the case wants them: the parity inputs themselves, strided copies or head 0 of k
+ * and v shared by all heads. */
 static void operands(const attn_ctx *c, filo_tensor *const *in, int n, filo_tensor **ops)
 {
     for (int i = 0; i < n; i++) {
-        if (c->strided)
+        if (c->shared_kv && i > 0)
+            ops[i] = head0_expanded(in[i]);
+        else if (c->strided)
             ops[i] = qkv_view(in[i], i % 3);
         else
             FILO_CHECK(filo_tensor_alias(in[i], &ops[i]));
@@ -250,9 +268,10 @@ static void set_tol(parity_case *pc, filo_dtype t)
 
 static void case_name(char *name, size_t size, const char *what, const attn_ctx *c, filo_dtype t)
 {
-    snprintf(name, size, "attention %s %s B=%lld H=%lld Lq=%lld Lk=%lld D=%lld%s%s p=%g%s", what, filo_dtype_name(t),
+    snprintf(name, size, "attention %s %s B=%lld H=%lld Lq=%lld Lk=%lld D=%lld%s%s p=%g%s%s", what, filo_dtype_name(t),
              (long long)c->B, (long long)c->H, (long long)c->Lq, (long long)c->Lk, (long long)c->D,
-             c->causal ? " causal" : "", c->lens ? " ragged" : "", c->p, c->strided ? " strided" : "");
+             c->causal ? " causal" : "", c->lens ? " ragged" : "", c->p, c->strided ? " strided" : "",
+             c->shared_kv ? " shared kv" : "");
 }
 
 static void forward_case(attn_ctx c, filo_dtype t)
@@ -421,6 +440,47 @@ Test(attention, backward_dropout_and_strided)
         attn_ctx s = {.B = 2, .H = 2, .Lq = 33, .Lk = 33, .D = head_dims[di], .causal = di == 0, .strided = 1};
         backward_case(s, FILO_F32);
     }
+}
+
+Test(attention, shared_kv_heads)
+{
+    /* k and v of one head read by every head (multi-query attention), through a head stride of 0:
+     * the CPU GEMMs take it in place. dk and dv are per head (the gradients of the view). */
+    attn_ctx c = {.B = 2, .H = 3, .Lq = 33, .Lk = 65, .D = 64, .causal = 1, .p = 0.1, .shared_kv = 1};
+    forward_case(c, FILO_F32);
+    backward_case(c, FILO_F32);
+    forward_case(c, FILO_BF16);
+}
+
+Test(attention, backward_everything_dropped)
+{
+    /* p = 1: out = 0, so delta = 0 and every gradient is 0. */
+    attn_ctx c = {.B = 2, .H = 2, .Lq = 7, .Lk = 33, .D = 64, .causal = 1, .p = 1.0};
+    backward_case(c, FILO_F32);
+}
+
+/* ---- shapes the CPU path cuts into several tiles ---- */
+
+Test(attention, long_sequences_in_tiles)
+{
+    /* kernels/cpu/attention.c computes the scores in tiles of 256 KiB: a group of batch rows or of
+     * heads times a block of query rows. These take several query blocks with a short last one
+     * (causal: each block sees more keys than the one before; Lk >> Lq: blocks of 32 rows), and
+     * groups of heads or of batch rows with a short last group, ragged key lengths among them. */
+    static const int64_t lens[3] = {600, 0, 411};
+    const attn_ctx cs[] = {
+        {.B = 1, .H = 1, .Lq = 600, .Lk = 600, .D = 64, .causal = 1, .p = 0.1},
+        {.B = 3, .H = 1, .Lq = 300, .Lk = 600, .D = 32, .lens = lens, .lens_dtype = FILO_I64},
+        {.B = 1, .H = 1, .Lq = 40, .Lk = 2000, .D = 32},
+        {.B = 1, .H = 5, .Lq = 150, .Lk = 150, .D = 32, .causal = 1},
+        {.B = 3, .H = 3, .Lq = 100, .Lk = 100, .D = 128, .lens = lens_3_33, .lens_dtype = FILO_I32, .p = 0.2},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        forward_case(cs[i], FILO_F32);
+        backward_case(cs[i], FILO_F32);
+    }
+    forward_case(cs[0], FILO_BF16);
+    backward_case(cs[4], FILO_BF16);
 }
 
 /* ---- finite differences (f64, CPU) ---- */
