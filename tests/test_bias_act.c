@@ -274,6 +274,12 @@ static void bdr_sweep(dtype_pair dp)
     bdr_forward_case(0.3, 1, 0, dp, 2, shape, 0);
     bdr_forward_case(0.3, 0, 0, dp, 2, shape, 0);
     bdr_backward_case(0.3, 0, dp.x, 2, shape, 0);
+    /* Several CPU chunks (of 32768 elements), each starting mid-row and off a 16-block Philox
+     * draw; and over 64 x 256 columns, so that each of the (at most 64) dbias column chunks spans
+     * more than one of the kernel's 256-column stretches of mask bits. */
+    int64_t many[2] = {300, 257}, very_wide[2] = {2, 20001};
+    bdr_forward_case(0.3, 1, 1, dp, 2, many, 0);
+    bdr_backward_case(0.3, half ? 2 : 1, dp.x, 2, very_wide, 0);
 }
 
 #define SWEEP_TESTS(pair_index, suffix)                                                  \

@@ -1,7 +1,8 @@
 /* CPU elementwise ops: the reference for kernels/cuda/elementwise.cu.
  *
  * Flat layouts (output and inputs all contiguous) of the arithmetic kinds run typed loops with
- * the op fixed per loop, which the compiler can vectorize; everything else (broadcasts, strided
+ * the op fixed per loop, which the compiler can vectorize, and exp, sigmoid, SiLU and GELU in
+ * f32/bf16/f16 run on kernels/cpu/vec_math.h's vectors; everything else (broadcasts, strided
  * views, comparisons, where) walks the collapsed layout element by element. The per-element
  * math is the shared code of elementwise_backend.h. Both paths split the elements over the CPU
  * pool (runtime/parallel.h). */
@@ -9,6 +10,7 @@
 
 #include "elementwise_backend.h"
 #include "parallel.h"
+#include "vec_math.h"
 
 /* Elements per chunk at least: below this a second thread costs more than it saves. */
 #define GRAIN_ELEMENTS 32768
@@ -83,6 +85,35 @@ DEFINE_FLAT(flat_f64, double, double, d, LD_SAME, ST_SAME)
 DEFINE_FLAT(flat_f32, float, float, f, LD_SAME, ST_SAME)
 DEFINE_FLAT(flat_bf16, uint16_t, float, f, LD_BF16, ST_BF16)
 DEFINE_FLAT(flat_f16, uint16_t, float, f, LD_F16, ST_F16)
+
+/* The unary ops built on kernels/cpu/vec_math.h's exp and GELU, for flat f32/bf16/f16 data: 16
+ * lanes at a time in f32, one rounding at the store. (GELU takes vec_math's erfc form, more
+ * accurate for negative x than 0.5 x (1 + erf(x / sqrt 2)); GELU_TANH takes h / (1 + exp(-2u)),
+ * equal to 0.5 h (1 + tanh u).) */
+static int unary_has_vec(int op)
+{
+    return op == FILO_UNARY_EXP || op == FILO_UNARY_SIGMOID || op == FILO_UNARY_SILU || op == FILO_UNARY_GELU ||
+           op == FILO_UNARY_GELU_TANH;
+}
+
+#define UNARY_VEC_LOOP(EXPR)                                                                      \
+    for (int64_t i = 0; i < d->numel; i += FILO_V16) {                                            \
+        int n = d->numel - i < FILO_V16 ? (int)(d->numel - i) : FILO_V16;                         \
+        filo_v16f x = filo_v16_load_n((const char *)d->in[0] + (size_t)i * es, d->dtype, n);      \
+        filo_v16_store_n((char *)d->out + (size_t)i * es, d->dtype, EXPR, n);                     \
+    }
+
+FILO_VEC_CLONES static void unary_vec(const filo_ew_desc *d)
+{
+    size_t es = filo_el_size(d->dtype);
+    switch (d->op) {
+    case FILO_UNARY_EXP: UNARY_VEC_LOOP(filo_v16_exp(x)) break;
+    case FILO_UNARY_SIGMOID: UNARY_VEC_LOOP(1.0f / (1.0f + filo_v16_exp(-x))) break;
+    case FILO_UNARY_SILU: UNARY_VEC_LOOP(x / (1.0f + filo_v16_exp(-x))) break;
+    case FILO_UNARY_GELU: UNARY_VEC_LOOP(filo_v16_gelu(x)) break;
+    default: UNARY_VEC_LOOP(filo_v16_gelu_tanh(x)) break;
+    }
+}
 
 /* One element of any kind, from loaded addresses: the strided path and its reference. */
 static void element(const filo_ew_desc *d, char *out, const char *const *in)
@@ -185,6 +216,10 @@ static void ew_chunk(void *ctx, int chunk, int64_t begin, int64_t end)
         part.in[k] = (const char *)d->in[k] + (size_t)begin * es;
     part.out = (char *)d->out + (size_t)begin * es;
     part.numel = end - begin;
+    if (d->kind == FILO_EW_UNARY && d->dtype != FILO_F64 && unary_has_vec(d->op)) {
+        unary_vec(&part);
+        return;
+    }
     switch (d->dtype) {
     case FILO_F64: flat_f64(&part); break;
     case FILO_F32: flat_f32(&part); break;

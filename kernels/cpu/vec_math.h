@@ -5,7 +5,7 @@
  * The names below are stable (other kernels use them):
  *   types      filo_v16f, filo_v16i (lane masks: all ones or zero), filo_v16u; FILO_V16 = 16 lanes
  *   lanes      filo_v16_splat, filo_v16_select(mask, a, b), filo_v16_load/store (f32),
- *              filo_v16_load_bf16/store_bf16
+ *              filo_v16_load_bf16/store_bf16, filo_v16_load_n/store_n (n lanes of f32/bf16/f16)
  *   math       filo_v16_exp, filo_v16_erf, filo_v16_erfc, filo_v16_gelu, filo_v16_gelu_grad,
  *              filo_v16_gelu_tanh, filo_v16_gelu_tanh_grad
  *   random     filo_v16_philox (16 blocks, output-major), filo_v16_philox_elements (the same 64
@@ -155,6 +155,45 @@ FILO_VEC void filo_v16_store_bf16(uint16_t *p, filo_v16f v)
     r = (r & ~nan) | (((u >> 16) | 0x40u) & nan);
     filo_v16h h = __builtin_convertvector(r, filo_v16h);
     memcpy(p, &h, sizeof h);
+}
+
+/* Lanes [0, n) from n <= 16 consecutive elements of dtype t (f32, bf16 or f16) at p, the others
+ * 0; and the store of lanes [0, n), rounding once to t. A full vector of f32 or bf16 moves in one
+ * access; f16 and partial vectors go through a float array. */
+FILO_VEC filo_v16f filo_v16_load_n(const void *p, filo_dtype t, int n)
+{
+    if (n == FILO_V16 && t == FILO_F32)
+        return filo_v16_load((const float *)p);
+    if (n == FILO_V16 && t == FILO_BF16)
+        return filo_v16_load_bf16((const uint16_t *)p);
+    float v[FILO_V16] = {0};
+    for (int i = 0; i < n; i++)
+        v[i] = t == FILO_F32    ? ((const float *)p)[i]
+               : t == FILO_BF16 ? filo_el_bf16_to_f32(((const uint16_t *)p)[i])
+                                : filo_el_f16_to_f32(((const uint16_t *)p)[i]);
+    return filo_v16_load(v);
+}
+
+FILO_VEC void filo_v16_store_n(void *p, filo_dtype t, filo_v16f x, int n)
+{
+    if (n == FILO_V16 && t == FILO_F32) {
+        filo_v16_store((float *)p, x);
+        return;
+    }
+    if (n == FILO_V16 && t == FILO_BF16) {
+        filo_v16_store_bf16((uint16_t *)p, x);
+        return;
+    }
+    float v[FILO_V16];
+    filo_v16_store(v, x);
+    for (int i = 0; i < n; i++) {
+        if (t == FILO_F32)
+            ((float *)p)[i] = v[i];
+        else if (t == FILO_BF16)
+            ((uint16_t *)p)[i] = filo_el_f32_to_bf16(v[i]);
+        else
+            ((uint16_t *)p)[i] = filo_el_f32_to_f16(v[i]);
+    }
 }
 
 /* ---- exp ---- */
@@ -338,7 +377,9 @@ FILO_VEC filo_v16f filo_v16_gelu_tanh_grad(filo_v16f h)
 /* Whether the vector Philox pays on this CPU: its 32 x 32 -> 64-bit products are one
  * instruction (vpmullq) with AVX-512DQ, that is in the x86-64-v4 build of FILO_VEC_CLONES; without
  * it GCC emulates them (and lowers the element shuffle lane by lane), slower than the scalar
- * rounds, which filo_v16_philox then runs instead. */
+ * rounds, which filo_v16_philox then runs instead. The test reads the CPU, not the build: a
+ * caller built only for AVX2 would take the vector path on an AVX-512 CPU at 3x the scalar
+ * rounds' time, hence FILO_VEC_CLONES on every caller. */
 FILO_VEC int filo_v16_philox_vector(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
