@@ -5,14 +5,14 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now_ms(void)
+double bench_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-static int cmp_double(const void *a, const void *b)
+int bench_cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -55,11 +55,11 @@ filo_status bench_time_ms(filo_device device, int warmup, int reps, filo_status 
                 st = filo_event_elapsed_ms(start, end, &ms);
             t[i] = ms;
         } else {
-            double t0 = now_ms();
+            double t0 = bench_now_ms();
             st = run(ctx);
             if (st == FILO_OK)
                 st = filo_device_synchronize(device);
-            t[i] = now_ms() - t0;
+            t[i] = bench_now_ms() - t0;
         }
     }
     if (start)
@@ -67,7 +67,7 @@ filo_status bench_time_ms(filo_device device, int warmup, int reps, filo_status 
     if (end)
         filo_event_destroy(end);
     if (st == FILO_OK) {
-        qsort(t, (size_t)reps, sizeof(double), cmp_double);
+        qsort(t, (size_t)reps, sizeof(double), bench_cmp_double);
         *median_ms = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     }
     free(t);

@@ -41,6 +41,10 @@ typedef struct bench_options {
     int quick;          /* tiny shapes and one repetition: checks that every case runs */
 } bench_options;
 
+/* The monotonic clock in milliseconds; qsort's comparison of doubles. */
+double bench_now_ms(void);
+int bench_cmp_double(const void *a, const void *b);
+
 /* Median milliseconds of `reps` calls of run(ctx) after `warmup` calls. */
 filo_status bench_time_ms(filo_device device, int warmup, int reps, filo_status (*run)(void *), void *ctx,
                           double *median_ms);

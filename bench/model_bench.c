@@ -217,19 +217,6 @@ static filo_status run_step(const model_options *o, model_run *r)
     return st;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* The nearest-rank percentile of sorted values. */
 static double percentile(const double *sorted, long n, double p)
 {
@@ -257,14 +244,14 @@ static int measure(const model_options *o, model_run *r, model_result *res)
     if (!ms)
         return step_failed(o, "measured", 0, FILO_ERR_OOM);
     for (long i = 0; i < o->steps; i++) {
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         if ((st = run_step(o, r)) != FILO_OK) {
             free(ms);
             return step_failed(o, "measured", i, st);
         }
-        ms[i] = now_ms() - t0;
+        ms[i] = bench_now_ms() - t0;
     }
-    qsort(ms, (size_t)o->steps, sizeof *ms, cmp_double);
+    qsort(ms, (size_t)o->steps, sizeof *ms, bench_cmp_double);
     res->p50_ms = o->steps % 2 ? ms[o->steps / 2] : 0.5 * (ms[o->steps / 2 - 1] + ms[o->steps / 2]);
     res->p90_ms = percentile(ms, o->steps, 0.9);
     free(ms);
