@@ -9,19 +9,7 @@
 #include "element.h"
 #include "optim_backend.h"
 #include "simd.h"
-
-/* f32 to bf16 on every lane, as filo_el_f32_to_bf16. */
-FILO_SIMD_INLINE void adam_store_bf16(uint16_t *dst, const filo_v16f *x)
-{
-    typedef uint32_t v16u __attribute__((vector_size(64)));
-    v16u u;
-    memcpy(&u, x, sizeof u);
-    v16u nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);
-    v16u r = ((u >> 16) | 0x40u) & nan;
-    r |= ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) & ~nan;
-    for (int l = 0; l < FILO_V16F_LANES; l++)
-        dst[l] = (uint16_t)r[l];
-}
+#include "vec_math.h"
 
 /* Elements [begin, end): p, m, v updated in place from g * scale (scale 1 leaves g as it is);
  * copy: NULL, or a bf16/f16 copy of the new p. */
@@ -35,7 +23,7 @@ FILO_SIMD_INLINE void adam_range_f32(float *p, const float *g, float *m, float *
     const filo_v16f decay = (filo_v16f){0} + s->decay, step = (filo_v16f){0} + s->step_size;
     const filo_v16f bc2 = (filo_v16f){0} + s->bias_correction2_sqrt, sc = (filo_v16f){0} + scale;
     int64_t i = begin;
-    for (; i + FILO_V16F_LANES <= end; i += FILO_V16F_LANES) {
+    for (; i + FILO_V16 <= end; i += FILO_V16) {
         filo_v16f pv = *(filo_v16f *)(p + i), gv = *(const filo_v16f *)(g + i) * sc;
         if (s->decoupled)
             pv = pv * decay;
@@ -51,9 +39,9 @@ FILO_SIMD_INLINE void adam_range_f32(float *p, const float *g, float *m, float *
         pv = pv - step * (mv / denom);
         *(filo_v16f *)(p + i) = pv;
         if (copy && copy_dtype == FILO_BF16) {
-            adam_store_bf16((uint16_t *)copy + i, &pv);
+            filo_v16_store_bf16((uint16_t *)copy + i, pv);
         } else if (copy) {
-            for (int l = 0; l < FILO_V16F_LANES; l++)
+            for (int l = 0; l < FILO_V16; l++)
                 ((uint16_t *)copy)[i + l] = filo_el_f32_to_f16(pv[l]);
         }
     }

@@ -46,7 +46,7 @@
 #define TILE_BYTES ((int64_t)256 << 10)
 
 /* The row passes run in builds for AVX-512, AVX2 and the x86-64 baseline, picked when the library
- * loads (FILO_VEC_CLONES); the helpers below inline into each. */
+ * loads (FILO_SIMD_CLONES); the helpers below inline into each. */
 #define ATTN_HOT static inline __attribute__((always_inline))
 
 enum { VW = FILO_V16 };
@@ -319,7 +319,7 @@ ATTN_HOT float softmax_row(const filo_attention_desc *d, float *s, float *mk, in
     return (float)((double)mx + log((double)sum));
 }
 
-FILO_VEC_CLONES static void forward_rows(const attn_tile *t, float *mk)
+FILO_SIMD_CLONES static void forward_rows(const attn_tile *t, float *mk)
 {
     const filo_attention_desc *d = t->d;
     for (int64_t r = 0; r < t->gb * t->gh * t->rows; r++) {
@@ -369,7 +369,7 @@ ATTN_HOT void backward_row(const filo_attention_desc *d, float *s, float *dp, fl
     memset(dp + jend, 0, sizeof(float) * (size_t)(kn - jend));
 }
 
-FILO_VEC_CLONES static void backward_rows(const attn_tile *t, float *mk)
+FILO_SIMD_CLONES static void backward_rows(const attn_tile *t, float *mk)
 {
     const filo_attention_desc *d = t->d;
     for (int64_t r = 0; r < t->gb * t->gh * t->rows; r++) {
@@ -382,7 +382,7 @@ FILO_VEC_CLONES static void backward_rows(const attn_tile *t, float *mk)
 /* ---- conversions for bf16 and f16 ---- */
 
 /* Copies rows [l0, l0 + nl) of the gb x gh pairs of an operand into f32, packed [gb, gh, nl, D]. */
-FILO_VEC_CLONES static fview pack(const filo_attention_operand *o, filo_dtype t, int64_t b0, int64_t gb, int64_t h0,
+FILO_SIMD_CLONES static fview pack(const filo_attention_operand *o, filo_dtype t, int64_t b0, int64_t gb, int64_t h0,
                               int64_t gh, int64_t l0, int64_t nl, int64_t D, float *dst)
 {
     for (int64_t r = 0; r < gb * gh * nl; r++) {
@@ -400,7 +400,7 @@ FILO_VEC_CLONES static fview pack(const filo_attention_operand *o, filo_dtype t,
 }
 
 /* Stores packed f32 rows [gb, gh, nl, D] to rows [l0, l0 + nl) of a contiguous [B, H, L, D] output. */
-FILO_VEC_CLONES static void unpack(void *dst, filo_dtype t, int64_t H, int64_t L, int64_t b0, int64_t gb, int64_t h0,
+FILO_SIMD_CLONES static void unpack(void *dst, filo_dtype t, int64_t H, int64_t L, int64_t b0, int64_t gb, int64_t h0,
                                int64_t gh, int64_t l0, int64_t nl, int64_t D, const float *src)
 {
     for (int64_t r = 0; r < gb * gh * nl; r++) {

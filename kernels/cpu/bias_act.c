@@ -32,7 +32,7 @@ static void store(void *base, filo_dtype t, int64_t i, double v)
 static int64_t grain_rows(int64_t cols) { return cols > 0 && cols < GRAIN_ELEMENTS ? GRAIN_ELEMENTS / cols : 1; }
 
 /* Rows [r0, r1) of a f32/bf16/f16 forward, 16 columns at a time. */
-FILO_VEC_CLONES static void forward_rows_vec(const filo_bias_gelu_desc *d, int64_t r0, int64_t r1)
+FILO_SIMD_CLONES static void forward_rows_vec(const filo_bias_gelu_desc *d, int64_t r0, int64_t r1)
 {
     size_t es = filo_el_size(d->dtype), bs = filo_el_size(d->bias_dtype);
     for (int64_t r = r0; r < r1; r++) {
@@ -113,7 +113,7 @@ typedef struct cols_job {
 
 /* Rows [r0, r1) and columns [c0, c1) of a f32/bf16/f16 backward, rows in order, 16 columns at a
  * time, the column sums (when wanted) in sums. */
-FILO_VEC_CLONES static void gelu_backward_vec(const filo_bias_gelu_desc *d, float *sums, int64_t r0, int64_t r1,
+FILO_SIMD_CLONES static void gelu_backward_vec(const filo_bias_gelu_desc *d, float *sums, int64_t r0, int64_t r1,
                                               int64_t c0, int64_t c1)
 {
     size_t es = filo_el_size(d->dtype), bs = filo_el_size(d->bias_dtype);
@@ -188,7 +188,7 @@ filo_status filo_cpu_bias_gelu_backward(const filo_bias_gelu_desc *d)
 
 /* Columns [c0, c1) for f32/bf16/f16: each row in stretches of SEG_ELEMENTS, 16 columns at a
  * time. */
-FILO_VEC_CLONES static void dropout_dbias_cols_vec(const filo_dropout_dbias_desc *dd, float *sums, int64_t c0,
+FILO_SIMD_CLONES static void dropout_dbias_cols_vec(const filo_dropout_dbias_desc *dd, float *sums, int64_t c0,
                                                    int64_t c1)
 {
     const filo_dropout_desc *d = &dd->drop;

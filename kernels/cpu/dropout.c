@@ -20,7 +20,7 @@ static void store(void *base, filo_dtype t, int64_t i, double v)
 }
 
 /* 16 bias values from column c on, wrapping at cols. */
-FILO_VEC filo_v16f bias_lanes(const filo_dropout_desc *d, int64_t c)
+FILO_SIMD_INLINE filo_v16f bias_lanes(const filo_dropout_desc *d, int64_t c)
 {
     if (c + FILO_V16 <= d->cols)
         return filo_v16_load_n((const char *)d->bias + (size_t)c * filo_el_size(d->bias_dtype), d->bias_dtype, FILO_V16);
@@ -32,7 +32,7 @@ FILO_VEC filo_v16f bias_lanes(const filo_dropout_desc *d, int64_t c)
 
 /* Elements [begin, end) of f32/bf16/f16, begin a multiple of 4: 64 elements (16 Philox blocks) a
  * draw, 16 a vector, the lanes past end unused. */
-FILO_VEC_CLONES static void apply_range_vec(const filo_dropout_desc *d, int64_t begin, int64_t end)
+FILO_SIMD_CLONES static void apply_range_vec(const filo_dropout_desc *d, int64_t begin, int64_t end)
 {
     size_t es = filo_el_size(d->dtype);
     float scale = (float)d->scale;

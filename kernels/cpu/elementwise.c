@@ -103,7 +103,7 @@ static int unary_has_vec(int op)
         filo_v16_store_n((char *)d->out + (size_t)i * es, d->dtype, EXPR, n);                     \
     }
 
-FILO_VEC_CLONES static void unary_vec(const filo_ew_desc *d)
+FILO_SIMD_CLONES static void unary_vec(const filo_ew_desc *d)
 {
     size_t es = filo_el_size(d->dtype);
     switch (d->op) {

@@ -81,10 +81,10 @@ FILO_SIMD_INLINE void add_block_f32(float *dst, const float *dy, int64_t inner, 
             }
         const float *src = dy + ks[j] * inner + c;
         for (int v = 0; v < nv; v++)
-            part[v] += *(const filo_v16f *)(src + v * FILO_V16F_LANES);
+            part[v] += *(const filo_v16f *)(src + v * FILO_V16);
     }
     for (int v = 0; v < nv; v++)
-        *(filo_v16f *)(dst + c + v * FILO_V16F_LANES) = total[v] + part[v];
+        *(filo_v16f *)(dst + c + v * FILO_V16) = total[v] + part[v];
 }
 
 FILO_SIMD_CLONES static void index_add_rows_f32(void *ctx, int chunk, int64_t q0, int64_t q1)
@@ -103,9 +103,9 @@ FILO_SIMD_CLONES static void index_add_rows_f32(void *ctx, int chunk, int64_t q0
         const float *dy = (const float *)d->dy + o * d->K * inner;
         const int64_t *ks = job->order + p0;
         int64_t c = 0;
-        for (; c + 4 * FILO_V16F_LANES <= inner; c += 4 * FILO_V16F_LANES)
+        for (; c + 4 * FILO_V16 <= inner; c += 4 * FILO_V16)
             add_block_f32(dst, dy, inner, ks, cnt, p0, c, 4);
-        for (; c + FILO_V16F_LANES <= inner; c += FILO_V16F_LANES)
+        for (; c + FILO_V16 <= inner; c += FILO_V16)
             add_block_f32(dst, dy, inner, ks, cnt, p0, c, 1);
         for (; c < inner; c++) {
             float part = 0.0f, total = 0.0f;

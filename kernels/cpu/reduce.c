@@ -159,7 +159,7 @@ FILO_SIMD_CLONES static void reduce_tiles(void *ctx, int chunk, int64_t t0, int6
     for (int64_t t = t0; t < t1; t++) {
         int64_t o = t / job->tiles_per_outer, i0 = t % job->tiles_per_outer * job->width;
         int64_t w = d->inner - i0 < job->width ? d->inner - i0 : job->width, start = o * n * d->inner + i0;
-        if (d->dtype == FILO_F32 && w == FILO_V16F_LANES && n > 0 &&
+        if (d->dtype == FILO_F32 && w == FILO_V16 && n > 0 &&
             (d->kind == FILO_RK_SUM || d->kind == FILO_RK_MEAN)) {
             filo_v16f sum;
             col_sums16(&sum, (const float *)x + start, n, d->inner);

@@ -1,8 +1,9 @@
-/* Internal: what the vector loops of the CPU kernels share. The loops are written on 64-byte GNU
- * vectors because GCC's -O2 cost model does not vectorize loops of runtime length; the functions
- * that run them are built for AVX-512, AVX2 and the x86-64 baseline (GCC's function
- * multiversioning, picked when the library loads), and a 64-byte vector is one, two or four
- * instructions there. Every lane runs the same operations in the same order in every build (ISO
+/* Internal: what the vector loops of the CPU kernels share (kernels/cpu/vec_math.h builds its
+ * math on these types). The loops are written on 64-byte GNU vectors because GCC's -O2 cost
+ * model does not vectorize loops of runtime length; the functions that run them are built for
+ * x86-64-v4 (AVX-512 with DQ/BW/VL: vec_math.h's Philox needs DQ), AVX2 and the x86-64 baseline
+ * (GCC's function multiversioning, picked when the library loads), and a 64-byte vector is one,
+ * two or four instructions there. Every lane runs the same operations in the same order in every build (ISO
  * C: no FMA contraction), so the bits do not depend on the CPU. */
 #ifndef FILO_KERNELS_CPU_SIMD_H
 #define FILO_KERNELS_CPU_SIMD_H
@@ -18,7 +19,7 @@
 #endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FILO_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FILO_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define FILO_SIMD_CLONES
 #endif
@@ -33,7 +34,7 @@
 typedef float filo_v16f __attribute__((vector_size(64), aligned(4)));
 typedef double filo_v8d __attribute__((vector_size(64), aligned(8)));
 typedef uint64_t filo_v8u64 __attribute__((vector_size(64)));
-#define FILO_V16F_LANES 16
+#define FILO_V16 16
 
 /* x = sqrtf(x) on every lane (correctly rounded, as the scalar sqrtf). Four SSE square roots,
  * which every x86-64 has: GCC vectorizes no sqrtf while it must set errno, and the loops that need
@@ -49,7 +50,7 @@ FILO_SIMD_INLINE void filo_v16f_sqrt(filo_v16f *x)
         memcpy((float *)x + 4 * i, &q, sizeof q);
     }
 #else
-    for (int i = 0; i < FILO_V16F_LANES; i++)
+    for (int i = 0; i < FILO_V16; i++)
         (*x)[i] = __builtin_sqrtf((*x)[i]);
 #endif
 }

@@ -14,7 +14,7 @@
  * erf 0.7, GELU and its derivative 1.0 (glibc's erff path: 9-11), Philox 0.4 ns an output
  * (the scalar rounds: 1.9).
  *
- * Use: call the helpers from a loop function marked FILO_VEC_CLONES, which GCC builds for
+ * Use: call the helpers from a loop function marked FILO_SIMD_CLONES, which GCC builds for
  * x86-64-v4 (AVX-512 with DQ/BW/VL), AVX2 and the x86-64 baseline and picks when the library
  * loads. Every helper is static inline always_inline, in plain vector arithmetic (no intrinsics),
  * so it inlines into each build: a 64-byte vector is one AVX-512 register, two AVX2 or four SSE2
@@ -61,67 +61,56 @@
 #include <string.h>
 
 #include "element.h"
+#include "simd.h" /* filo_v16f, filo_v8u64, FILO_V16, FILO_SIMD_CLONES, FILO_SIMD_INLINE */
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FILO_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define FILO_VEC_CLONES
-#endif
-
-#define FILO_VEC static inline __attribute__((always_inline))
-
-typedef float filo_v16f __attribute__((vector_size(64)));
 typedef int32_t filo_v16i __attribute__((vector_size(64)));
 typedef uint32_t filo_v16u __attribute__((vector_size(64)));
-typedef uint64_t filo_v8u64 __attribute__((vector_size(64)));
 typedef uint16_t filo_v16h __attribute__((vector_size(32)));
-
-#define FILO_V16 16
 
 /* ---- lanes, masks, loads and stores ---- */
 
-FILO_VEC filo_v16f filo_v16_splat(float x) { return (filo_v16f){0} + x; }
+FILO_SIMD_INLINE filo_v16f filo_v16_splat(float x) { return (filo_v16f){0} + x; }
 
 /* A mask is all ones in a lane where a condition holds, else zero. */
-FILO_VEC filo_v16i filo_v16_neg_mask(filo_v16i d) { return d >> 31; } /* d < 0 */
+FILO_SIMD_INLINE filo_v16i filo_v16_neg_mask(filo_v16i d) { return d >> 31; } /* d < 0 */
 
-FILO_VEC filo_v16f filo_v16_select(filo_v16i m, filo_v16f a, filo_v16f b)
+FILO_SIMD_INLINE filo_v16f filo_v16_select(filo_v16i m, filo_v16f a, filo_v16f b)
 {
     return (filo_v16f)(((filo_v16i)a & m) | ((filo_v16i)b & ~m));
 }
 
-FILO_VEC filo_v16i filo_v16_bits(float x)
+FILO_SIMD_INLINE filo_v16i filo_v16_bits(float x)
 {
     int32_t b;
     memcpy(&b, &x, sizeof b);
     return (filo_v16i){0} + b;
 }
 
-FILO_VEC filo_v16i filo_v16_abs_bits(filo_v16f x) { return (filo_v16i)x & 0x7fffffff; }
+FILO_SIMD_INLINE filo_v16i filo_v16_abs_bits(filo_v16f x) { return (filo_v16i)x & 0x7fffffff; }
 
-FILO_VEC filo_v16f filo_v16_abs(filo_v16f x) { return (filo_v16f)filo_v16_abs_bits(x); }
+FILO_SIMD_INLINE filo_v16f filo_v16_abs(filo_v16f x) { return (filo_v16f)filo_v16_abs_bits(x); }
 
-FILO_VEC filo_v16i filo_v16_sign_mask(filo_v16f x) { return (filo_v16i)x >> 31; } /* sign bit set */
+FILO_SIMD_INLINE filo_v16i filo_v16_sign_mask(filo_v16f x) { return (filo_v16i)x >> 31; } /* sign bit set */
 
 /* |x| < c for c > 0, false for NaN. */
-FILO_VEC filo_v16i filo_v16_abs_lt(filo_v16f x, float c)
+FILO_SIMD_INLINE filo_v16i filo_v16_abs_lt(filo_v16f x, float c)
 {
     return filo_v16_neg_mask(filo_v16_abs_bits(x) - filo_v16_bits(c));
 }
 
-FILO_VEC filo_v16i filo_v16_nan_mask(filo_v16f x)
+FILO_SIMD_INLINE filo_v16i filo_v16_nan_mask(filo_v16f x)
 {
     return filo_v16_neg_mask(0x7f800000 - filo_v16_abs_bits(x));
 }
 
 /* NaN lanes of x (quieted) in place of y's. */
-FILO_VEC filo_v16f filo_v16_keep_nan(filo_v16f x, filo_v16f y)
+FILO_SIMD_INLINE filo_v16f filo_v16_keep_nan(filo_v16f x, filo_v16f y)
 {
     return filo_v16_select(filo_v16_nan_mask(x), x + x, y);
 }
 
 /* x clamped into [lo, hi] for lo <= 0 <= hi (either may be infinite); NaN goes to a bound. */
-FILO_VEC filo_v16f filo_v16_clamp(filo_v16f x, float lo, float hi)
+FILO_SIMD_INLINE filo_v16f filo_v16_clamp(filo_v16f x, float lo, float hi)
 {
     filo_v16i s = filo_v16_sign_mask(x), a = filo_v16_abs_bits(x);
     filo_v16i lim = (s & filo_v16_bits(-lo)) | (~s & filo_v16_bits(hi));
@@ -129,17 +118,17 @@ FILO_VEC filo_v16f filo_v16_clamp(filo_v16f x, float lo, float hi)
     return (filo_v16f)(((over & lim) | (~over & a)) | (s & INT32_MIN));
 }
 
-FILO_VEC filo_v16f filo_v16_load(const float *p)
+FILO_SIMD_INLINE filo_v16f filo_v16_load(const float *p)
 {
     filo_v16f v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 
-FILO_VEC void filo_v16_store(float *p, filo_v16f v) { memcpy(p, &v, sizeof v); }
+FILO_SIMD_INLINE void filo_v16_store(float *p, filo_v16f v) { memcpy(p, &v, sizeof v); }
 
 /* bf16 bits to float: exact. */
-FILO_VEC filo_v16f filo_v16_load_bf16(const uint16_t *p)
+FILO_SIMD_INLINE filo_v16f filo_v16_load_bf16(const uint16_t *p)
 {
     filo_v16h h;
     memcpy(&h, p, sizeof h);
@@ -147,7 +136,7 @@ FILO_VEC filo_v16f filo_v16_load_bf16(const uint16_t *p)
 }
 
 /* Float to bf16 as filo_el_f32_to_bf16: round to nearest even, NaN quieted with its sign. */
-FILO_VEC void filo_v16_store_bf16(uint16_t *p, filo_v16f v)
+FILO_SIMD_INLINE void filo_v16_store_bf16(uint16_t *p, filo_v16f v)
 {
     filo_v16u u = (filo_v16u)v;
     filo_v16u nan = (filo_v16u)filo_v16_nan_mask(v);
@@ -160,7 +149,7 @@ FILO_VEC void filo_v16_store_bf16(uint16_t *p, filo_v16f v)
 /* Lanes [0, n) from n <= 16 consecutive elements of dtype t (f32, bf16 or f16) at p, the others
  * 0; and the store of lanes [0, n), rounding once to t. A full vector of f32 or bf16 moves in one
  * access; f16 and partial vectors go through a float array. */
-FILO_VEC filo_v16f filo_v16_load_n(const void *p, filo_dtype t, int n)
+FILO_SIMD_INLINE filo_v16f filo_v16_load_n(const void *p, filo_dtype t, int n)
 {
     if (n == FILO_V16 && t == FILO_F32)
         return filo_v16_load((const float *)p);
@@ -174,7 +163,7 @@ FILO_VEC filo_v16f filo_v16_load_n(const void *p, filo_dtype t, int n)
     return filo_v16_load(v);
 }
 
-FILO_VEC void filo_v16_store_n(void *p, filo_dtype t, filo_v16f x, int n)
+FILO_SIMD_INLINE void filo_v16_store_n(void *p, filo_dtype t, filo_v16f x, int n)
 {
     if (n == FILO_V16 && t == FILO_F32) {
         filo_v16_store((float *)p, x);
@@ -207,7 +196,7 @@ FILO_VEC void filo_v16_store_n(void *p, filo_dtype t, filo_v16f x, int n)
 
 /* p 2^n for p in [2^-20, 16] and n in [-174, 128], by two exact powers of two so that a
  * subnormal result rounds once. */
-FILO_VEC filo_v16f filo_v16_scale2(filo_v16f p, filo_v16i n)
+FILO_SIMD_INLINE filo_v16f filo_v16_scale2(filo_v16f p, filo_v16i n)
 {
     filo_v16i n1 = n >> 1, n2 = n - n1;
     return p * (filo_v16f)((n1 + 127) << 23) * (filo_v16f)((n2 + 127) << 23);
@@ -215,7 +204,7 @@ FILO_VEC filo_v16f filo_v16_scale2(filo_v16f p, filo_v16i n)
 
 /* exp(hi + lo) = p 2^n, p = exp(r) in [0.65, 1.55], for hi in [EXP_MIN, EXP_MAX] and
  * |lo| < 2^-9 |hi| (or lo = 0): hi - n ln2_hi is exact (Sterbenz) and lo joins r. */
-FILO_VEC filo_v16f filo_v16_exp_reduce(filo_v16f hi, filo_v16f lo, filo_v16i *n)
+FILO_SIMD_INLINE filo_v16f filo_v16_exp_reduce(filo_v16f hi, filo_v16f lo, filo_v16i *n)
 {
     filo_v16f k = (hi + lo) * FILO_V16_LOG2E + FILO_V16_ROUND;
     *n = (filo_v16i)k - filo_v16_bits(FILO_V16_ROUND);
@@ -228,7 +217,7 @@ FILO_VEC filo_v16f filo_v16_exp_reduce(filo_v16f hi, filo_v16f lo, filo_v16i *n)
     return 1.0f + (r + (r * r) * q);
 }
 
-FILO_VEC filo_v16f filo_v16_exp(filo_v16f x)
+FILO_SIMD_INLINE filo_v16f filo_v16_exp(filo_v16f x)
 {
     filo_v16i n;
     filo_v16f p = filo_v16_exp_reduce(filo_v16_clamp(x, FILO_V16_EXP_MIN, FILO_V16_EXP_MAX), filo_v16_splat(0.0f), &n);
@@ -242,7 +231,7 @@ FILO_VEC filo_v16f filo_v16_exp(filo_v16f x)
 
 /* -(a^2) = hi + lo with hi exact: a = ah + al with ah a's first 12 significant bits, so ah^2,
  * ah al and al^2 are exact products. */
-FILO_VEC void filo_v16_neg_square(filo_v16f a, filo_v16f *hi, filo_v16f *lo)
+FILO_SIMD_INLINE void filo_v16_neg_square(filo_v16f a, filo_v16f *hi, filo_v16f *lo)
 {
     filo_v16f ah = (filo_v16f)((filo_v16u)a & 0xfffff000u), al = a - ah;
     *hi = -(ah * ah);
@@ -250,7 +239,7 @@ FILO_VEC void filo_v16_neg_square(filo_v16f a, filo_v16f *hi, filo_v16f *lo)
 }
 
 /* erf(x) for |x| < 0.75: x + x S(x^2), S = erf(x) / x - 1 (relative error 1.6e-9). */
-FILO_VEC filo_v16f filo_v16_erf_small(filo_v16f x)
+FILO_SIMD_INLINE filo_v16f filo_v16_erf_small(filo_v16f x)
 {
     filo_v16f s = x * x;
     filo_v16f q = -6.73758390e-4f * s + 5.11315698e-3f;
@@ -262,7 +251,7 @@ FILO_VEC filo_v16f filo_v16_erf_small(filo_v16f x)
 }
 
 /* erfc(t) exp(t^2) for t in [0.75, 10.5]: u Q(u), u = 1 / (1 + t / 2) (relative error 3.5e-8). */
-FILO_VEC filo_v16f filo_v16_erfc_scaled(filo_v16f t)
+FILO_SIMD_INLINE filo_v16f filo_v16_erfc_scaled(filo_v16f t)
 {
     filo_v16f u = 1.0f / (1.0f + 0.5f * t);
     filo_v16f q = 8.05323347e-2f * u - 1.89152538e-1f;
@@ -278,13 +267,14 @@ FILO_VEC filo_v16f filo_v16_erfc_scaled(filo_v16f t)
 /* erfc(t) = m 2^n and exp(-t^2) = p 2^n for t in [0.75, 10.5], given -t^2 = hi + lo
  * (filo_v16_neg_square). Callers scale after their last product, so that a result in the
  * subnormal range rounds once. */
-FILO_VEC void filo_v16_erfc_parts(filo_v16f t, filo_v16f hi, filo_v16f lo, filo_v16f *m, filo_v16f *p, filo_v16i *n)
+FILO_SIMD_INLINE void filo_v16_erfc_parts(filo_v16f t, filo_v16f hi, filo_v16f lo, filo_v16f *m, filo_v16f *p,
+                                          filo_v16i *n)
 {
     *p = filo_v16_exp_reduce(hi, lo, n);
     *m = *p * filo_v16_erfc_scaled(t);
 }
 
-FILO_VEC filo_v16f filo_v16_erf(filo_v16f x)
+FILO_SIMD_INLINE filo_v16f filo_v16_erf(filo_v16f x)
 {
     filo_v16f t = filo_v16_clamp(filo_v16_abs(x), 0.0f, FILO_V16_ERFC_MAX), hi, lo, m, p;
     filo_v16i n;
@@ -296,7 +286,7 @@ FILO_VEC filo_v16f filo_v16_erf(filo_v16f x)
     return filo_v16_keep_nan(x, y);
 }
 
-FILO_VEC filo_v16f filo_v16_erfc(filo_v16f x)
+FILO_SIMD_INLINE filo_v16f filo_v16_erfc(filo_v16f x)
 {
     filo_v16f t = filo_v16_clamp(filo_v16_abs(x), 0.0f, FILO_V16_ERFC_MAX), hi, lo, m, p;
     filo_v16i n;
@@ -325,7 +315,7 @@ typedef struct filo_v16_gelu_parts {
     filo_v16i n, tail;
 } filo_v16_gelu_parts;
 
-FILO_VEC filo_v16_gelu_parts filo_v16_gelu_split(filo_v16f h)
+FILO_SIMD_INLINE filo_v16_gelu_parts filo_v16_gelu_split(filo_v16f h)
 {
     filo_v16_gelu_parts g;
     filo_v16f z = h * FILO_V16_SQRT1_2, hi, lo;
@@ -339,7 +329,7 @@ FILO_VEC filo_v16_gelu_parts filo_v16_gelu_split(filo_v16f h)
     return g;
 }
 
-FILO_VEC filo_v16f filo_v16_gelu(filo_v16f h)
+FILO_SIMD_INLINE filo_v16f filo_v16_gelu(filo_v16f h)
 {
     filo_v16f hl = filo_v16_clamp(h, -FILO_V16_GELU_MAX, __builtin_inff());
     filo_v16_gelu_parts g = filo_v16_gelu_split(hl);
@@ -348,7 +338,7 @@ FILO_VEC filo_v16f filo_v16_gelu(filo_v16f h)
     return filo_v16_keep_nan(h, y);
 }
 
-FILO_VEC filo_v16f filo_v16_gelu_grad(filo_v16f h)
+FILO_SIMD_INLINE filo_v16f filo_v16_gelu_grad(filo_v16f h)
 {
     filo_v16f hc = filo_v16_clamp(h, -FILO_V16_GELU_MAX, FILO_V16_GELU_MAX);
     filo_v16_gelu_parts g = filo_v16_gelu_split(filo_v16_clamp(h, -FILO_V16_GELU_MAX, __builtin_inff()));
@@ -358,13 +348,13 @@ FILO_VEC filo_v16f filo_v16_gelu_grad(filo_v16f h)
 }
 
 /* tanh form: h s with s = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (h + 0.044715 h^3). */
-FILO_VEC filo_v16f filo_v16_gelu_tanh(filo_v16f h)
+FILO_SIMD_INLINE filo_v16f filo_v16_gelu_tanh(filo_v16f h)
 {
     filo_v16f u = FILO_V16_SQRT_2_PI * (h + FILO_V16_TANH_C * h * h * h);
     return h / (1.0f + filo_v16_exp(-2.0f * u));
 }
 
-FILO_VEC filo_v16f filo_v16_gelu_tanh_grad(filo_v16f h)
+FILO_SIMD_INLINE filo_v16f filo_v16_gelu_tanh_grad(filo_v16f h)
 {
     filo_v16f u = FILO_V16_SQRT_2_PI * (h + FILO_V16_TANH_C * h * h * h);
     filo_v16f s = 1.0f / (1.0f + filo_v16_exp(-2.0f * u));
@@ -375,12 +365,12 @@ FILO_VEC filo_v16f filo_v16_gelu_tanh_grad(filo_v16f h)
 /* ---- Philox4x32-10 and dropout masks ---- */
 
 /* Whether the vector Philox pays on this CPU: its 32 x 32 -> 64-bit products are one
- * instruction (vpmullq) with AVX-512DQ, that is in the x86-64-v4 build of FILO_VEC_CLONES; without
+ * instruction (vpmullq) with AVX-512DQ, that is in the x86-64-v4 build of FILO_SIMD_CLONES; without
  * it GCC emulates them (and lowers the element shuffle lane by lane), slower than the scalar
  * rounds, which filo_v16_philox then runs instead. The test reads the CPU, not the build: a
  * caller built only for AVX2 would take the vector path on an AVX-512 CPU at 3x the scalar
- * rounds' time, hence FILO_VEC_CLONES on every caller. */
-FILO_VEC int filo_v16_philox_vector(void)
+ * rounds' time, hence FILO_SIMD_CLONES on every caller. */
+FILO_SIMD_INLINE int filo_v16_philox_vector(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     return __builtin_cpu_supports("avx512dq");
@@ -390,7 +380,7 @@ FILO_VEC int filo_v16_philox_vector(void)
 }
 
 /* hi and lo 32 bits of a * m per lane. */
-FILO_VEC void filo_v16_mulhilo(filo_v16u a, uint32_t m, filo_v16u *hi, filo_v16u *lo)
+FILO_SIMD_INLINE void filo_v16_mulhilo(filo_v16u a, uint32_t m, filo_v16u *hi, filo_v16u *lo)
 {
     filo_v8u64 w = (filo_v8u64)a;
     filo_v8u64 even = (w & 0xffffffffu) * (uint64_t)m, odd = (w >> 32) * (uint64_t)m;
@@ -399,7 +389,7 @@ FILO_VEC void filo_v16_mulhilo(filo_v16u a, uint32_t m, filo_v16u *hi, filo_v16u
 }
 
 /* The rounds of filo_philox_block on 16 lanes: out[l][j] = output l of block counter + j. */
-FILO_VEC void filo_v16_philox_rounds(uint64_t counter, uint64_t subsequence, uint64_t key, filo_v16u out[4])
+FILO_SIMD_INLINE void filo_v16_philox_rounds(uint64_t counter, uint64_t subsequence, uint64_t key, filo_v16u out[4])
 {
     const filo_v16u lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     uint32_t lo = (uint32_t)counter;
@@ -427,7 +417,7 @@ FILO_VEC void filo_v16_philox_rounds(uint64_t counter, uint64_t subsequence, uin
 
 /* Blocks counter + j (j = 0..15, the 64-bit counter carrying) under (subsequence, key):
  * out[l][j] is output l of block j, as filo_philox_block(counter + j, subsequence, key) gives. */
-FILO_VEC void filo_v16_philox(uint64_t counter, uint64_t subsequence, uint64_t key, filo_v16u out[4])
+FILO_SIMD_INLINE void filo_v16_philox(uint64_t counter, uint64_t subsequence, uint64_t key, filo_v16u out[4])
 {
     if (filo_v16_philox_vector()) {
         filo_v16_philox_rounds(counter, subsequence, key, out);
@@ -451,7 +441,7 @@ FILO_VEC void filo_v16_philox(uint64_t counter, uint64_t subsequence, uint64_t k
 
 /* The same 64 outputs in element order: element e = 4 j + l (block j, output l) is lane e % 16
  * of out[e / 16], as dropout indexes them (element i: block offset + i / 4, output i % 4). */
-FILO_VEC void filo_v16_philox_elements(uint64_t counter, uint64_t subsequence, uint64_t key, filo_v16u out[4])
+FILO_SIMD_INLINE void filo_v16_philox_elements(uint64_t counter, uint64_t subsequence, uint64_t key, filo_v16u out[4])
 {
     if (!filo_v16_philox_vector()) {
         uint32_t v[64];
@@ -475,7 +465,7 @@ FILO_VEC void filo_v16_philox_elements(uint64_t counter, uint64_t subsequence, u
 
 /* The keep mask of 16 elements from their Philox outputs: bits >= threshold
  * (filo_dropout_keep_bits), as "no borrow out of bits - threshold". */
-FILO_VEC filo_v16i filo_v16_dropout_keep(filo_v16u bits, uint32_t threshold)
+FILO_SIMD_INLINE filo_v16i filo_v16_dropout_keep(filo_v16u bits, uint32_t threshold)
 {
     filo_v16u d = bits - threshold;
     filo_v16u borrow = ((~bits & threshold) | ((~bits | threshold) & d)) >> 31;
